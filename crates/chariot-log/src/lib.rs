@@ -1,0 +1,30 @@
+//! Chariot's storage engine: a segmented, checksummed, crash-safe commit log.
+//!
+//! It owns everything between a record batch in memory and bytes on disk: the batch
+//! format, segments (a data file, the *store*, plus an offset *index*), the ordered list of
+//! segments that makes a partition's log, durable appends with group commit, recovery
+//! after a crash, truncation (for replication) and retention. It must never touch the
+//! network or require an async runtime: it is plain blocking I/O behind `&self` methods,
+//! safe to call from many threads, and the broker decides where those threads live.
+//!
+//! Layout:
+//! - [`batch`]: the on-disk and on-wire [`RecordBatch`] layout, its builder and validation.
+//! - [`segment`]: one [`Segment`] (data file + offset index) and its recovery scan.
+//! - [`log`]: the [`Log`]: segments, the single writer, group commit, readers, retention.
+//! - [`config`]: [`LogConfig`] and the durability [`SyncPolicy`].
+//! - [`error`]: [`LogError`] and [`BatchError`].
+//!
+//! Offsets are logical (0, 1, 2, … dense per log); positions are byte positions in a
+//! segment's data file. `docs/format.md` documents the byte layout.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod segment;
+
+pub use batch::{BatchHeader, Header, Record, RecordBatch, RecordBatchBuilder, RecordView};
+pub use config::{LogConfig, SyncPolicy};
+pub use error::{BatchError, LogError, Result};
+pub use log::{AppendInfo, FileSlice, Log, ReadBatches, SegmentInfo};
+pub use segment::{Segment, TruncatedTail};

@@ -1,0 +1,733 @@
+//! The log: an ordered list of segments, one writer, many readers, group commit.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::batch::{self, BatchHeader, RecordBatch};
+use crate::config::{LogConfig, SyncPolicy};
+use crate::error::{LogError, Result};
+use crate::segment::{self, AppendFailure, Segment, TruncatedTail};
+
+/// Name of the file whose advisory lock keeps a second process out of the directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset of the batch's last record.
+    pub last_offset: u64,
+}
+
+/// A byte range of one segment file holding whole batches, for zero-copy sends.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    segment: Arc<Segment>,
+    /// Byte position of the first batch in the file.
+    pub position: u64,
+    /// Length of the range in bytes.
+    pub len: u64,
+    /// Base offset of the first batch (may be below the offset asked for).
+    pub first_offset: u64,
+    /// Offset just after the last batch in the range.
+    pub next_offset: u64,
+}
+
+impl FileSlice {
+    /// The segment's data file; it stays readable even if retention deletes the segment
+    /// while the slice is alive.
+    pub fn file(&self) -> &File {
+        self.segment.file()
+    }
+
+    /// Path of the segment's data file.
+    pub fn path(&self) -> &Path {
+        self.segment.data_path()
+    }
+}
+
+/// Whole batches returned by [`Log::read`], checksums verified.
+#[derive(Debug, Clone)]
+pub struct ReadBatches {
+    /// Concatenated batches in their disk (and wire) layout; empty at the end of the log.
+    pub bytes: Vec<u8>,
+    /// Base offset of the first batch (may be below the offset asked for, since whole
+    /// batches are returned).
+    pub first_offset: u64,
+    /// Offset to read from next.
+    pub next_offset: u64,
+    /// Earliest offset of the log at the time of the read.
+    pub log_earliest: u64,
+    /// Next offset of the log (its high watermark) at the time of the read.
+    pub log_next: u64,
+}
+
+impl ReadBatches {
+    /// Iterates the batches in `bytes`.
+    pub fn batches(&self) -> impl Iterator<Item = RecordBatch> + '_ {
+        let mut rest: &[u8] = &self.bytes;
+        std::iter::from_fn(move || {
+            let h = BatchHeader::parse(rest).ok()?;
+            let (b, tail) = rest.split_at_checked(h.total_len() as usize)?;
+            rest = tail;
+            RecordBatch::from_vec(b.to_vec()).ok()
+        })
+    }
+}
+
+/// Facts about one segment, for tools and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of its first batch.
+    pub base_offset: u64,
+    /// Offset after its last batch.
+    pub next_offset: u64,
+    /// Bytes of batches.
+    pub size: u64,
+    /// Data file.
+    pub path: PathBuf,
+}
+
+/// The single writer's state.
+struct Writer {
+    active: Arc<Segment>,
+    next_offset: u64,
+    /// Bumped by `truncate_to`, so a sync that started before a truncation cannot mark
+    /// offsets of the truncated history as durable.
+    generation: u64,
+}
+
+/// Group-commit state: how far the log is known durable and whether a sync is running.
+struct CommitState {
+    synced_next: u64,
+    syncing: bool,
+    generation: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    writer: Mutex<Writer>,
+    /// Readers clone this `Arc` and never hold the lock while doing I/O.
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Offset below which records are acknowledged and visible to readers.
+    visible_next: AtomicU64,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+    stop: Mutex<bool>,
+    stopping: Condvar,
+    recovery: Vec<TruncatedTail>,
+    _lock: File,
+}
+
+/// A partition's commit log.
+///
+/// Invariants:
+/// - offsets are dense and strictly increasing from the earliest retained offset;
+/// - under a durable [`SyncPolicy`], `append` returns `Ok` only after an fdatasync that
+///   covers the batch, and readers never see a record before it is acknowledged;
+/// - a failed append leaves the files exactly as they were, or poisons the log;
+/// - readers never wait for a sync or a disk write: they take two short locks to copy a
+///   segment list `Arc` and look up an index entry, then read with `pread`.
+pub struct Log {
+    shared: Arc<Shared>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("next_offset", &self.next_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` and runs recovery.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io("open", &lock_path, e))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io("lock", &lock_path, e))
+            }
+        }
+
+        let mut bases = Vec::new();
+        let listing = std::fs::read_dir(&dir).map_err(|e| LogError::io("list", &dir, e))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| LogError::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = segment::parse_data_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".index.tmp") {
+                // A seal interrupted before its rename; the segment's index is rebuilt.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        let mut recovery = Vec::new();
+        let last = bases.len().saturating_sub(1);
+        for (i, &base) in bases.iter().enumerate() {
+            let (seg, cut) = Segment::open(&dir, base, i == last)?;
+            if let Some(prev) = segments.last() {
+                if prev.next_offset() != base {
+                    return Err(LogError::Corrupt {
+                        path: seg.data_path().to_path_buf(),
+                        position: 0,
+                        offset: base,
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends at {}",
+                            prev.next_offset()
+                        ),
+                    });
+                }
+            }
+            recovery.extend(cut);
+            segments.push(Arc::new(seg));
+        }
+        let active = match segments.last() {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s = Arc::new(Segment::create(&dir, 0)?);
+                sync_dir(&dir)?;
+                segments.push(Arc::clone(&s));
+                s
+            }
+        };
+        // What recovery kept may only be in the page cache (kill -9 under a lazy policy):
+        // make it durable before anyone is told it exists.
+        active.sync()?;
+        let next = active.next_offset();
+
+        let shared = Arc::new(Shared {
+            dir,
+            writer: Mutex::new(Writer {
+                active,
+                next_offset: next,
+                generation: 0,
+            }),
+            segments: RwLock::new(Arc::new(segments)),
+            visible_next: AtomicU64::new(next),
+            commit: Mutex::new(CommitState {
+                synced_next: next,
+                syncing: false,
+                generation: 0,
+            }),
+            committed: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stop: Mutex::new(false),
+            stopping: Condvar::new(),
+            recovery,
+            _lock: lock_file,
+            config,
+        });
+        let syncer = match shared.config.sync {
+            SyncPolicy::Interval(every) => {
+                let s = Arc::clone(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("chariot-log-sync".into())
+                        .spawn(move || s.run_interval_sync(every))
+                        .map_err(|e| LogError::io("spawn sync thread", &shared.dir, e))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Self { shared, syncer })
+    }
+
+    /// Appends a batch, stamping its base offset, and returns the offsets assigned.
+    /// Returns once the batch is as durable as the [`SyncPolicy`] promises.
+    pub fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        self.shared.append(batch)
+    }
+
+    /// Reads whole batches starting with the one containing `from`, up to `max_bytes`
+    /// (always at least one batch), from a single segment; verifies their checksums.
+    /// At the end of the log the result is empty.
+    pub fn read(&self, from: u64, max_bytes: usize) -> Result<ReadBatches> {
+        let (earliest, next) = (self.earliest_offset(), self.next_offset());
+        let Some(slice) = self.locate(from, max_bytes)? else {
+            return Ok(ReadBatches {
+                bytes: Vec::new(),
+                first_offset: from,
+                next_offset: from,
+                log_earliest: earliest,
+                log_next: next,
+            });
+        };
+        let bytes = slice.segment.read_at(slice.position, slice.len as usize)?;
+        let mut at = 0usize;
+        let mut expected = slice.first_offset;
+        while at < bytes.len() {
+            let position = slice.position + at as u64;
+            let corrupt = |reason: String| LogError::Corrupt {
+                path: slice.path().to_path_buf(),
+                position,
+                offset: expected,
+                reason,
+            };
+            let rest = bytes.get(at..).unwrap_or_default();
+            let h = BatchHeader::parse(rest).map_err(|e| corrupt(e.to_string()))?;
+            if h.base_offset != expected {
+                return Err(corrupt(format!(
+                    "batch base offset {} where {expected} was expected",
+                    h.base_offset
+                )));
+            }
+            let one = rest
+                .get(..h.total_len() as usize)
+                .ok_or_else(|| corrupt("batch length runs past the indexed range".into()))?;
+            batch::validate_crc(&h, one).map_err(|e| corrupt(e.to_string()))?;
+            at += one.len();
+            expected = h.next_offset();
+        }
+        Ok(ReadBatches {
+            bytes,
+            first_offset: slice.first_offset,
+            next_offset: slice.next_offset,
+            log_earliest: earliest,
+            log_next: next.max(slice.next_offset),
+        })
+    }
+
+    /// Like [`Log::read`] but returns the file range instead of the bytes (no copy, no
+    /// checksum verification), for `sendfile`. `None` at the end of the log.
+    pub fn locate(&self, from: u64, max_bytes: usize) -> Result<Option<FileSlice>> {
+        let next = self.shared.visible_next.load(Ordering::Acquire);
+        let segs = self.shared.segment_list();
+        let earliest = segs.first().map_or(0, |s| s.base_offset());
+        if from < earliest || from > next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                earliest,
+                next,
+            });
+        }
+        if from == next {
+            return Ok(None);
+        }
+        let i = segs.partition_point(|s| s.base_offset() <= from);
+        let Some(seg) = i.checked_sub(1).and_then(|i| segs.get(i)) else {
+            return Ok(None);
+        };
+        let entries = seg.entries_for_read(from, next, max_bytes);
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(None);
+        };
+        let position = u64::from(first.position);
+        let end = u64::from(last.position) + u64::from(last.len);
+        let next_offset = last.next_offset(seg.base_offset());
+        Ok(Some(FileSlice {
+            segment: Arc::clone(seg),
+            position,
+            len: end - position,
+            first_offset: seg.base_offset() + u64::from(first.relative_offset),
+            next_offset,
+        }))
+    }
+
+    /// Earliest offset still held (retention moves it forward).
+    pub fn earliest_offset(&self) -> u64 {
+        self.shared
+            .segment_list()
+            .first()
+            .map_or(0, |s| s.base_offset())
+    }
+
+    /// Offset the next acknowledged record will get; records below it are readable.
+    pub fn next_offset(&self) -> u64 {
+        self.shared.visible_next.load(Ordering::Acquire)
+    }
+
+    /// Offset of the newest readable record, if any.
+    pub fn latest_offset(&self) -> Option<u64> {
+        let next = self.next_offset();
+        (next > self.earliest_offset()).then(|| next - 1)
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.segment_list().iter().map(|s| s.size()).sum()
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .segment_list()
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                path: s.data_path().to_path_buf(),
+            })
+            .collect()
+    }
+
+    /// Tails that recovery cut off when this log was opened.
+    pub fn recovery_report(&self) -> &[TruncatedTail] {
+        &self.shared.recovery
+    }
+
+    /// Removes every record at or after `offset`, which must be a batch boundary (or the
+    /// end of the log). Used by replication to drop a divergent suffix.
+    pub fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.shared.truncate_to(offset)
+    }
+
+    /// Makes every appended record durable now, whatever the policy.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_usable()?;
+        self.shared.sync_now()
+    }
+
+    /// Deletes sealed segments beyond the retention limits; returns how many went.
+    /// Rolls call this too, so a caller only needs it for age-based retention on an idle log.
+    pub fn apply_retention(&self) -> Result<usize> {
+        let w = lock(&self.shared.writer);
+        self.shared.apply_retention(&w)
+    }
+
+    /// Flushes and closes the log. Dropping a log does the same, ignoring errors.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        *lock(&self.shared.stop) = true;
+        self.shared.stopping.notify_all();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        self.shared.sync_now()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "closing log failed");
+        }
+    }
+}
+
+impl Shared {
+    fn segment_list(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.segments.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn set_segment_list(&self, list: Vec<Arc<Segment>>) {
+        *self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(list);
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn poison(&self, err: LogError) -> LogError {
+        tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
+        self.poisoned.store(true, Ordering::Release);
+        self.committed.notify_all();
+        err
+    }
+
+    fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        self.check_usable()?;
+        if batch.len() > self.config.max_batch_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: batch.len(),
+                max: self.config.max_batch_bytes,
+            });
+        }
+        if batch.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let mut w = lock(&self.writer);
+        self.check_usable()?;
+        let active_size = w.active.size();
+        if active_size > 0
+            && (active_size + batch.len() as u64 > self.config.segment_bytes
+                || w.active.entry_count() >= self.config.index_max_entries as usize)
+        {
+            self.roll(&mut w)?;
+        }
+        let base = w.next_offset;
+        batch.set_base_offset(base);
+        let h = batch.header();
+        match w.active.append(batch.as_bytes(), &h) {
+            Ok(()) => {}
+            Err(AppendFailure::RolledBack(e)) => return Err(e),
+            Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
+        }
+        let next = h.next_offset();
+        w.next_offset = next;
+        let info = AppendInfo {
+            base_offset: base,
+            last_offset: next - 1,
+        };
+        match self.config.sync {
+            SyncPolicy::GroupCommit => {
+                drop(w);
+                self.wait_durable(next)?;
+            }
+            SyncPolicy::EveryAppend => {
+                if let Err(e) = w.active.sync() {
+                    return Err(self.poison(e));
+                }
+                let mut c = lock(&self.commit);
+                c.synced_next = next;
+                self.visible_next.store(next, Ordering::Release);
+            }
+            SyncPolicy::Interval(_) | SyncPolicy::Never => {
+                self.visible_next.store(next, Ordering::Release);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Waits until an fdatasync covers `target`, running it if no other thread is: the
+    /// thread that finds no sync in flight becomes the leader and syncs for everyone who
+    /// wrote before it looked, so N concurrent appends cost about two syncs, not N.
+    fn wait_durable(&self, target: u64) -> Result<()> {
+        let mut c = lock(&self.commit);
+        loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(LogError::Poisoned);
+            }
+            if c.synced_next >= target {
+                return Ok(());
+            }
+            if c.syncing {
+                c = self
+                    .committed
+                    .wait(c)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            c.syncing = true;
+            drop(c);
+            let result = self.sync_once();
+            c = lock(&self.commit);
+            c.syncing = false;
+            self.committed.notify_all();
+            if let Err(e) = result {
+                drop(c);
+                return Err(self.poison(e));
+            }
+        }
+    }
+
+    /// One sync of the active segment, then publication of what it covered. The caller
+    /// owns `syncing` (or holds the writer lock).
+    fn sync_once(&self) -> Result<()> {
+        let (segment, upto, generation) = {
+            let w = lock(&self.writer);
+            (Arc::clone(&w.active), w.next_offset, w.generation)
+        };
+        // Earlier segments were synced when they were sealed, so syncing the active one
+        // makes everything below `upto` durable.
+        segment.sync()?;
+        self.publish_durable(upto, generation);
+        Ok(())
+    }
+
+    fn publish_durable(&self, upto: u64, generation: u64) {
+        let mut c = lock(&self.commit);
+        if c.generation == generation && upto > c.synced_next {
+            c.synced_next = upto;
+            self.visible_next.fetch_max(upto, Ordering::AcqRel);
+        }
+    }
+
+    fn sync_now(&self) -> Result<()> {
+        // Serialize with group-commit leaders so `syncing` keeps its meaning.
+        let mut c = lock(&self.commit);
+        while c.syncing {
+            c = self
+                .committed
+                .wait(c)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        c.syncing = true;
+        drop(c);
+        let result = self.sync_once();
+        lock(&self.commit).syncing = false;
+        self.committed.notify_all();
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        if let Err(e) = w.active.seal() {
+            return Err(self.poison(e));
+        }
+        let seg = Arc::new(Segment::create(&self.dir, w.next_offset)?);
+        sync_dir(&self.dir)?;
+        let mut list: Vec<Arc<Segment>> = self.segment_list().iter().cloned().collect();
+        list.push(Arc::clone(&seg));
+        self.set_segment_list(list);
+        w.active = seg;
+        // The sealed segment was synced: everything written so far is durable.
+        self.publish_durable(w.next_offset, w.generation);
+        self.committed.notify_all();
+        if let Err(e) = self.apply_retention(w) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "retention failed");
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments while a limit is exceeded. Only a prefix is
+    /// removed, so the retained offsets stay dense.
+    fn apply_retention(&self, w: &Writer) -> Result<usize> {
+        let (max_bytes, max_age) = (self.config.retention_bytes, self.config.retention_age);
+        if max_bytes.is_none() && max_age.is_none() {
+            return Ok(0);
+        }
+        let list = self.segment_list();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
+        let mut total: u64 = list.iter().map(|s| s.size()).sum();
+        let mut drop_count = 0;
+        for s in list.iter() {
+            if Arc::ptr_eq(s, &w.active) {
+                break;
+            }
+            let too_big = max_bytes.is_some_and(|m| total > m);
+            let too_old =
+                max_age.is_some_and(|age| s.max_timestamp() < now_ms - age.as_millis() as i64);
+            if !(too_big || too_old) {
+                break;
+            }
+            total -= s.size();
+            drop_count += 1;
+        }
+        if drop_count == 0 {
+            return Ok(0);
+        }
+        let (gone, kept) = list.split_at(drop_count);
+        self.set_segment_list(kept.to_vec());
+        for s in gone {
+            s.delete_files()?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(drop_count)
+    }
+
+    fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.check_usable()?;
+        let mut w = lock(&self.writer);
+        let list = self.segment_list();
+        let earliest = list.first().map_or(0, |s| s.base_offset());
+        if offset < earliest || offset > w.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                earliest,
+                next: w.next_offset,
+            });
+        }
+        if offset == w.next_offset {
+            return Ok(());
+        }
+        let i = list.partition_point(|s| s.base_offset() <= offset);
+        let Some(target) = i.checked_sub(1).and_then(|i| list.get(i)) else {
+            return Err(LogError::NotBatchBoundary { offset });
+        };
+        if offset != target.next_offset() && target.position_of(offset).is_none() {
+            return Err(LogError::NotBatchBoundary { offset });
+        }
+        let (kept, gone) = list.split_at(i);
+        let target = Arc::clone(target);
+        // Nothing above the cut may stay visible or count as durable, even for a moment.
+        {
+            let mut c = lock(&self.commit);
+            w.generation += 1;
+            c.generation = w.generation;
+            c.synced_next = c.synced_next.min(offset);
+            self.visible_next.store(offset, Ordering::Release);
+        }
+        self.set_segment_list(kept.to_vec());
+        w.active = Arc::clone(&target);
+        w.next_offset = offset;
+        for s in gone.iter().rev() {
+            if let Err(e) = s.delete_files() {
+                return Err(self.poison(e));
+            }
+        }
+        if let Err(e) = target.truncate_to(offset) {
+            return Err(self.poison(e));
+        }
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn run_interval_sync(&self, every: Duration) {
+        let mut stop = lock(&self.stop);
+        loop {
+            let (s, _) = self
+                .stopping
+                .wait_timeout(stop, every)
+                .unwrap_or_else(PoisonError::into_inner);
+            stop = s;
+            if *stop || self.poisoned.load(Ordering::Acquire) {
+                return;
+            }
+            drop(stop);
+            if let Err(e) = self.sync_now() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "interval sync failed");
+            }
+            stop = lock(&self.stop);
+        }
+    }
+}

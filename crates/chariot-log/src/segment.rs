@@ -1,0 +1,545 @@
+//! A segment: a data file of batches (the *store*) and its offset index.
+//!
+//! The files are named by the segment's base offset, zero-padded to 20 digits:
+//! `00000000000000000000.log` holds batches back to back; `00000000000000000000.index`
+//! holds one 8-byte entry per batch (offset relative to the base, byte position), both u32
+//! big-endian. The index is an accelerator, never the truth: it is written when a segment
+//! is sealed, and rebuilt from the data file whenever it is missing, short, or disagrees.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::error::{LogError, Result};
+
+/// Bytes of one on-disk index entry.
+pub const INDEX_ENTRY_LEN: usize = 8;
+
+/// Where one batch lives in the data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Base offset of the batch minus the segment's base offset.
+    pub relative_offset: u32,
+    /// Byte position of the batch in the data file.
+    pub position: u32,
+    /// Size of the batch in bytes.
+    pub len: u32,
+    /// Records in the batch (kept in memory only; on disk it follows from the next entry).
+    pub records: u32,
+}
+
+impl IndexEntry {
+    /// Offset just after the batch, given the segment's base offset.
+    pub fn next_offset(&self, base_offset: u64) -> u64 {
+        base_offset + u64::from(self.relative_offset) + u64::from(self.records)
+    }
+}
+
+/// File name stem for a base offset.
+pub fn file_stem(base_offset: u64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// Parses a segment data file name (`<20 digits>.log`) into its base offset.
+pub fn parse_data_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Result of scanning a data file batch by batch.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub entries: Vec<IndexEntry>,
+    /// Position just after the last valid batch.
+    pub valid_len: u64,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub stopped: Option<(u64, String)>,
+}
+
+/// One segment. Shared between the writer and readers through an `Arc`.
+///
+/// Invariants: batches are contiguous from position 0; their base offsets are dense from
+/// `base_offset`; `index` holds exactly one entry per batch, in order; `size` is the end of
+/// the last indexed batch. Readers only look at indexed batches, so a batch is never seen
+/// half written.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: u64,
+    data_path: PathBuf,
+    index_path: PathBuf,
+    file: File,
+    index: RwLock<Vec<IndexEntry>>,
+    size: AtomicU64,
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+}
+
+impl Segment {
+    /// Creates a new empty segment (fails if its files exist).
+    pub(crate) fn create(dir: &Path, base_offset: u64) -> Result<Self> {
+        let (data_path, index_path) = paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&data_path)
+            .map_err(|e| LogError::io("create", &data_path, e))?;
+        Ok(Self {
+            base_offset,
+            data_path,
+            index_path,
+            file,
+            index: RwLock::new(Vec::new()),
+            size: AtomicU64::new(0),
+            next_offset: AtomicU64::new(base_offset),
+            max_timestamp: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// Opens an existing segment, trusting nothing: the index is loaded only if it agrees
+    /// with the data file, and rebuilt otherwise.
+    ///
+    /// `active` selects the recovery rule. For the active segment a damaged tail is a torn
+    /// write: it is cut at the last valid batch (the cut bytes are kept beside the segment
+    /// in a `.log.truncated-<position>` file). For a sealed segment, which was fsynced
+    /// before the next one was created, any damage is an error naming file and position.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: u64,
+        active: bool,
+    ) -> Result<(Self, Option<TruncatedTail>)> {
+        let (data_path, index_path) = paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data_path)
+            .map_err(|e| LogError::io("open", &data_path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat", &data_path, e))?
+            .len();
+        let seg = Self {
+            base_offset,
+            data_path,
+            index_path,
+            file,
+            index: RwLock::new(Vec::new()),
+            size: AtomicU64::new(0),
+            next_offset: AtomicU64::new(base_offset),
+            max_timestamp: AtomicI64::new(i64::MIN),
+        };
+        let mut truncated = None;
+        let loaded = if active {
+            None
+        } else {
+            seg.load_index(file_len)?
+        };
+        let (entries, next_offset, max_ts, valid_len) = match loaded {
+            Some(l) => l,
+            None => {
+                let scan = seg.scan(file_len)?;
+                if let Some((position, reason)) = scan.stopped {
+                    if !active {
+                        return Err(LogError::Corrupt {
+                            path: seg.data_path.clone(),
+                            position,
+                            offset: scan.next_offset,
+                            reason,
+                        });
+                    }
+                    truncated = Some(seg.cut_tail(position, file_len, reason)?);
+                }
+                (
+                    scan.entries,
+                    scan.next_offset,
+                    scan.max_timestamp,
+                    scan.valid_len,
+                )
+            }
+        };
+        *seg.index.write().unwrap_or_else(PoisonError::into_inner) = entries;
+        seg.size.store(valid_len, Ordering::Release);
+        seg.next_offset.store(next_offset, Ordering::Release);
+        seg.max_timestamp.store(max_ts, Ordering::Release);
+        Ok((seg, truncated))
+    }
+
+    /// Loads the on-disk index of a sealed segment if it is complete and consistent with
+    /// the data file; `None` means "rebuild by scanning".
+    #[allow(clippy::type_complexity)]
+    fn load_index(&self, file_len: u64) -> Result<Option<(Vec<IndexEntry>, u64, i64, u64)>> {
+        let raw = match std::fs::read(&self.index_path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LogError::io("read", &self.index_path, e)),
+        };
+        if raw.is_empty() || raw.len() % INDEX_ENTRY_LEN != 0 {
+            return Ok(None);
+        }
+        let mut entries: Vec<IndexEntry> = Vec::with_capacity(raw.len() / INDEX_ENTRY_LEN);
+        for chunk in raw.chunks_exact(INDEX_ENTRY_LEN) {
+            let (rel, pos) = chunk.split_at(4);
+            let relative_offset = u32::from_be_bytes(rel.try_into().unwrap_or_default());
+            let position = u32::from_be_bytes(pos.try_into().unwrap_or_default());
+            if let Some(prev) = entries.last_mut() {
+                if position <= prev.position || relative_offset <= prev.relative_offset {
+                    return Ok(None);
+                }
+                prev.len = position - prev.position;
+                prev.records = relative_offset - prev.relative_offset;
+            } else if position != 0 || relative_offset != 0 {
+                return Ok(None);
+            }
+            entries.push(IndexEntry {
+                relative_offset,
+                position,
+                len: 0,
+                records: 0,
+            });
+        }
+        // The last entry must describe a batch that ends exactly at the end of the file.
+        let Some(last) = entries.last_mut() else {
+            return Ok(None);
+        };
+        let Some(h) = self.read_header_at(u64::from(last.position), file_len)? else {
+            return Ok(None);
+        };
+        let expected_base = self.base_offset + u64::from(last.relative_offset);
+        if h.base_offset != expected_base || u64::from(last.position) + h.total_len() != file_len {
+            return Ok(None);
+        }
+        last.len = h.total_len() as u32;
+        last.records = h.record_count;
+        Ok(Some((entries, h.next_offset(), h.max_timestamp, file_len)))
+    }
+
+    fn read_header_at(&self, position: u64, file_len: u64) -> Result<Option<BatchHeader>> {
+        if position + HEADER_LEN as u64 > file_len {
+            return Ok(None);
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| LogError::io("read", &self.data_path, e))?;
+        Ok(BatchHeader::parse(&buf).ok())
+    }
+
+    /// Walks the data file batch by batch, checking every length, offset and CRC.
+    pub(crate) fn scan(&self, file_len: u64) -> Result<Scan> {
+        let mut scan = Scan {
+            entries: Vec::new(),
+            valid_len: 0,
+            next_offset: self.base_offset,
+            max_timestamp: i64::MIN,
+            stopped: None,
+        };
+        // Read in large chunks: recovery of a 64 MiB segment must not cost 64 Ki syscalls.
+        let mut pos = 0u64;
+        let mut buf: Vec<u8> = Vec::new();
+        while pos < file_len {
+            let Some(h) = self.read_header_at(pos, file_len)? else {
+                scan.stopped = Some((pos, "incomplete batch header at end of file".into()));
+                break;
+            };
+            let end = pos + h.total_len();
+            let problem = if h.total_len() < HEADER_LEN as u64 {
+                Some(format!("batch length {} is too small", h.total_len()))
+            } else if end > file_len {
+                Some(format!(
+                    "batch of {} bytes runs past the end of the file ({file_len} bytes)",
+                    h.total_len()
+                ))
+            } else if h.base_offset != scan.next_offset {
+                Some(format!(
+                    "batch base offset {} where {} was expected",
+                    h.base_offset, scan.next_offset
+                ))
+            } else if pos > u64::from(u32::MAX) {
+                Some("batch starts past the 4 GiB segment limit".into())
+            } else {
+                buf.resize(h.total_len() as usize, 0);
+                self.file
+                    .read_exact_at(&mut buf, pos)
+                    .map_err(|e| LogError::io("read", &self.data_path, e))?;
+                batch::validate(&buf).err().map(|e| e.to_string())
+            };
+            if let Some(reason) = problem {
+                scan.stopped = Some((pos, reason));
+                break;
+            }
+            scan.entries.push(IndexEntry {
+                relative_offset: (h.base_offset - self.base_offset) as u32,
+                position: pos as u32,
+                len: h.total_len() as u32,
+                records: h.record_count,
+            });
+            scan.next_offset = h.next_offset();
+            scan.max_timestamp = scan.max_timestamp.max(h.max_timestamp);
+            pos = end;
+            scan.valid_len = pos;
+        }
+        Ok(scan)
+    }
+
+    /// Moves the bytes past `position` aside and truncates the data file there.
+    fn cut_tail(&self, position: u64, file_len: u64, reason: String) -> Result<TruncatedTail> {
+        let mut kept_in = None;
+        let tail_len = file_len - position;
+        if tail_len > 0 {
+            let mut tail = vec![0u8; tail_len as usize];
+            self.file
+                .read_exact_at(&mut tail, position)
+                .map_err(|e| LogError::io("read", &self.data_path, e))?;
+            let side = self
+                .data_path
+                .with_extension(format!("log.truncated-{position}"));
+            let mut f = File::create(&side).map_err(|e| LogError::io("create", &side, e))?;
+            f.write_all(&tail)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| LogError::io("write", &side, e))?;
+            kept_in = Some(side);
+        }
+        self.file
+            .set_len(position)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| LogError::io("truncate", &self.data_path, e))?;
+        tracing::warn!(
+            path = %self.data_path.display(),
+            position,
+            bytes = tail_len,
+            %reason,
+            "truncated a torn or corrupt tail of the active segment"
+        );
+        Ok(TruncatedTail {
+            path: self.data_path.clone(),
+            position,
+            bytes: tail_len,
+            reason,
+            kept_in,
+        })
+    }
+
+    /// Base offset (offset of its first batch).
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Offset one past the last batch written.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Bytes of batches written.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Newest producer timestamp in the segment (i64::MIN when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Path of the data file.
+    pub fn data_path(&self) -> &Path {
+        &self.data_path
+    }
+
+    /// The data file, for zero-copy sends (`sendfile`) of ranges returned by reads.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Number of indexed batches.
+    pub fn entry_count(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Writes one batch at the end. Called only by the log's single writer.
+    ///
+    /// On failure the file is cut back to its previous length so that nothing of the
+    /// batch remains; if even that fails, the caller must poison the log.
+    pub(crate) fn append(&self, bytes: &[u8], h: &BatchHeader) -> Result<(), AppendFailure> {
+        let pos = self.size();
+        if let Err(e) = self.file.write_all_at(bytes, pos) {
+            let err = LogError::io("write", &self.data_path, e);
+            return match self.file.set_len(pos) {
+                Ok(()) => Err(AppendFailure::RolledBack(err)),
+                Err(_) => Err(AppendFailure::Unrecoverable(err)),
+            };
+        }
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(IndexEntry {
+                relative_offset: (h.base_offset - self.base_offset) as u32,
+                position: pos as u32,
+                len: bytes.len() as u32,
+                records: h.record_count,
+            });
+        self.max_timestamp
+            .fetch_max(h.max_timestamp, Ordering::AcqRel);
+        self.size.store(pos + bytes.len() as u64, Ordering::Release);
+        self.next_offset.store(h.next_offset(), Ordering::Release);
+        Ok(())
+    }
+
+    /// fdatasync of the data file.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io("fdatasync", &self.data_path, e))
+    }
+
+    /// Writes the complete index file and syncs data and index: called when the segment
+    /// stops being active (roll, clean close).
+    pub(crate) fn seal(&self) -> Result<()> {
+        self.sync()?;
+        let entries = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let mut raw = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
+        for e in entries.iter() {
+            raw.extend_from_slice(&e.relative_offset.to_be_bytes());
+            raw.extend_from_slice(&e.position.to_be_bytes());
+        }
+        drop(entries);
+        let tmp = self.index_path.with_extension("index.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&raw)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.index_path)
+        };
+        write().map_err(|e| LogError::io("write index", &self.index_path, e))
+    }
+
+    /// The entries of batches that hold offsets in `[from, visible_next)`, starting with the
+    /// batch containing `from`, taking whole batches up to `max_bytes` (at least one).
+    pub(crate) fn entries_for_read(
+        &self,
+        from: u64,
+        visible_next: u64,
+        max_bytes: usize,
+    ) -> Vec<IndexEntry> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(rel_from) = from.checked_sub(self.base_offset) else {
+            return Vec::new();
+        };
+        let start = index.partition_point(|e| u64::from(e.relative_offset) <= rel_from);
+        let Some(start) = start.checked_sub(1) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for e in index.iter().skip(start) {
+            if self.base_offset + u64::from(e.relative_offset) >= visible_next {
+                break;
+            }
+            if !out.is_empty() && total + e.len as usize > max_bytes {
+                break;
+            }
+            total += e.len as usize;
+            out.push(*e);
+        }
+        out
+    }
+
+    /// Position of the batch whose base offset is exactly `offset`, if any.
+    pub(crate) fn position_of(&self, offset: u64) -> Option<u64> {
+        let rel = offset.checked_sub(self.base_offset)?;
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let i = index
+            .binary_search_by_key(&rel, |e| u64::from(e.relative_offset))
+            .ok()?;
+        index.get(i).map(|e| u64::from(e.position))
+    }
+
+    /// Cuts the segment so that `offset` (a batch boundary or the segment's end) is next.
+    pub(crate) fn truncate_to(&self, offset: u64) -> Result<()> {
+        let position = if offset == self.next_offset() {
+            return Ok(());
+        } else {
+            self.position_of(offset)
+                .ok_or(LogError::NotBatchBoundary { offset })?
+        };
+        self.file
+            .set_len(position)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| LogError::io("truncate", &self.data_path, e))?;
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        index.retain(|e| u64::from(e.position) < position);
+        drop(index);
+        self.size.store(position, Ordering::Release);
+        self.next_offset.store(offset, Ordering::Release);
+        // The on-disk index of this segment is now stale; it is rewritten on seal and
+        // ignored (rebuilt) while the segment is active.
+        match std::fs::remove_file(&self.index_path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LogError::io("remove", &self.index_path, e)),
+        }
+    }
+
+    /// Reads `len` bytes at `position`.
+    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| LogError::io("read", &self.data_path, e))?;
+        Ok(buf)
+    }
+
+    /// Removes both files. Open handles (readers) keep working until dropped.
+    pub(crate) fn delete_files(&self) -> Result<()> {
+        for p in [&self.index_path, &self.data_path] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", p, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an append to a segment failed.
+#[derive(Debug)]
+pub(crate) enum AppendFailure {
+    /// Nothing of the batch remains in the file.
+    RolledBack(LogError),
+    /// The file could not be restored to its previous length.
+    Unrecoverable(LogError),
+}
+
+/// A torn or corrupt tail cut off the active segment during recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedTail {
+    /// The segment's data file.
+    pub path: PathBuf,
+    /// Position of the first byte cut.
+    pub position: u64,
+    /// Number of bytes cut.
+    pub bytes: u64,
+    /// What check failed at `position`.
+    pub reason: String,
+    /// Where the cut bytes were preserved.
+    pub kept_in: Option<PathBuf>,
+}
+
+fn paths(dir: &Path, base_offset: u64) -> (PathBuf, PathBuf) {
+    let stem = file_stem(base_offset);
+    (
+        dir.join(format!("{stem}.log")),
+        dir.join(format!("{stem}.index")),
+    )
+}

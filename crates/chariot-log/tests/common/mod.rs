@@ -1,0 +1,72 @@
+//! Helpers shared by the storage engine's integration tests.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use chariot_log::{Log, LogConfig, Record, RecordBatch, RecordBatchBuilder, SyncPolicy};
+
+/// A batch of the given values, timestamps all `ts`.
+pub fn batch_at(values: &[Vec<u8>], ts: i64) -> RecordBatch {
+    let mut b = RecordBatchBuilder::new();
+    for v in values {
+        b.push(&Record {
+            value: v.clone(),
+            timestamp: ts,
+            ..Record::default()
+        });
+    }
+    b.build()
+}
+
+pub fn batch(values: &[Vec<u8>]) -> RecordBatch {
+    batch_at(values, now_ms())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Value that encodes its own offset, so a test can tell a misplaced record.
+pub fn value_for(offset: u64, len: usize) -> Vec<u8> {
+    let mut v = format!("record-{offset}-").into_bytes();
+    let mut i = 0u8;
+    while v.len() < len {
+        v.push(b'a' + (i % 26));
+        i = i.wrapping_add(1);
+    }
+    v
+}
+
+/// Every readable record, in order, as (offset, value).
+pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = log.earliest_offset();
+    loop {
+        let r = log.read(at, 64 * 1024).expect("read");
+        if r.bytes.is_empty() {
+            break;
+        }
+        for b in r.batches() {
+            for rec in b.records() {
+                if rec.offset >= at {
+                    out.push((rec.offset, rec.value.to_vec()));
+                }
+            }
+        }
+        at = r.next_offset;
+    }
+    out
+}
+
+/// Small segments (index full after `entries` batches) so tests roll often.
+pub fn small(entries: u32, sync: SyncPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        index_max_entries: entries,
+        max_batch_bytes: 1 << 20,
+        sync,
+        retention_bytes: None,
+        retention_age: None,
+    }
+}
