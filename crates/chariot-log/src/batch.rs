@@ -4,9 +4,10 @@
 //! (see `docs/format.md`), so a batch received over the network is appended after a
 //! validation pass and two in-place header writes (base offset, leader term), never re-encoded.
 //!
-//! Both stamped fields sit *before* the CRC field and are therefore not covered by it: the
-//! producer computes the CRC once and the log can assign offsets without recomputing it.
-//! Everything a producer wrote (flags, timestamps, producer id, records) is covered.
+//! The base offset, stamped by the log on append, sits *before* the CRC field and is not
+//! covered by it, so assigning offsets never recomputes a checksum; recovery checks it
+//! against the dense offset sequence instead. Everything else (leader term, flags,
+//! timestamps, producer id, records) is covered: a flipped bit anywhere is detected.
 
 use crate::error::BatchError;
 
@@ -19,11 +20,11 @@ pub const MAGIC: u8 = 1;
 
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
-const LEADER_TERM: usize = 12;
-const CRC: usize = 20;
-const CRC_START: usize = 24;
-const MAGIC_AT: usize = 24;
-const FLAGS: usize = 25;
+const CRC: usize = 12;
+const CRC_START: usize = 16;
+const MAGIC_AT: usize = 16;
+const FLAGS: usize = 17;
+const LEADER_TERM: usize = 18;
 const RECORD_COUNT: usize = 26;
 const FIRST_TIMESTAMP: usize = 30;
 const MAX_TIMESTAMP: usize = 38;
@@ -58,14 +59,14 @@ pub struct BatchHeader {
     pub base_offset: u64,
     /// Bytes following the `batch_length` field; the whole batch is `12 + batch_length` bytes.
     pub batch_length: u32,
-    /// Term (epoch) of the leader that appended the batch; 0 on a single node.
-    pub leader_term: u64,
-    /// Format version.
-    pub magic: u8,
     /// CRC32C of every byte from the magic byte to the end of the batch.
     pub crc: u32,
+    /// Format version.
+    pub magic: u8,
     /// Reserved attribute bits; 0 today.
     pub flags: u8,
+    /// Term (epoch) of the leader that appended the batch; 0 on a single node.
+    pub leader_term: u64,
     /// Number of records in the batch (at least 1).
     pub record_count: u32,
     /// Producer timestamp of the first record, milliseconds since the Unix epoch.
@@ -374,9 +375,15 @@ impl RecordBatch {
         put(&mut self.buf, BASE_OFFSET, &offset.to_be_bytes());
     }
 
-    /// Stamps the leader term; not covered by the CRC.
+    /// Stamps the leader term and re-checksums (only if it changes: a single node keeps
+    /// term 0, which the builder already wrote).
     pub fn set_leader_term(&mut self, term: u64) {
+        if self.header().leader_term == term {
+            return;
+        }
         put(&mut self.buf, LEADER_TERM, &term.to_be_bytes());
+        let crc = crc32c::crc32c(self.buf.get(CRC_START..).unwrap_or_default());
+        put(&mut self.buf, CRC, &crc.to_be_bytes());
     }
 
     /// The records, in offset order.

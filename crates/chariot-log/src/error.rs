@@ -120,6 +120,12 @@ pub enum LogError {
     /// until the log is reopened (and recovered) rather than retried blindly.
     #[error("log is poisoned by an earlier fsync failure; reopen it to recover")]
     Poisoned,
+    /// A `truncate_to` removed this append's records before they became durable.
+    #[error("records up to offset {offset} were removed by a concurrent truncate")]
+    TruncatedConcurrently {
+        /// Last offset of the discarded append.
+        offset: u64,
+    },
     /// The log was closed.
     #[error("log is closed")]
     Closed,

@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,16 +96,76 @@ pub struct SegmentInfo {
 /// The single writer's state.
 struct Writer {
     active: Arc<Segment>,
+    /// Offset the next append gets (pending batches included).
     next_offset: u64,
     /// Bumped by `truncate_to`, so a sync that started before a truncation cannot mark
     /// offsets of the truncated history as durable.
     generation: u64,
+    /// Group commit: batches accepted but not yet written, back to back. The next sync
+    /// leader writes them all with one `pwrite` before its fdatasync, so concurrent
+    /// appends share both the write and the sync.
+    pending: Vec<u8>,
+    pending_headers: Vec<BatchHeader>,
+    /// The appends waiting on `pending`, in order.
+    pending_slots: Vec<Arc<Slot>>,
 }
 
-/// Group-commit state: how far the log is known durable and whether a sync is running.
+/// Where one group-commit append learns its outcome. The sync leader completes it and
+/// unparks its thread, so a finished sync wakes exactly the appends it covered.
+struct Slot {
+    thread: std::thread::Thread,
+    /// Offset after the append's last record.
+    next: u64,
+    outcome: OnceLock<Result<(), SlotError>>,
+}
+
+impl Slot {
+    fn complete(&self, outcome: Result<(), SlotError>) {
+        let _ = self.outcome.set(outcome);
+        self.thread.unpark();
+    }
+}
+
+/// A failure shared by every append of a group (`LogError` holds an `io::Error`, which
+/// is not `Clone`).
+#[derive(Debug, Clone)]
+enum SlotError {
+    NoSpace(PathBuf),
+    Write(PathBuf, String),
+    Poisoned,
+    Truncated(u64),
+}
+
+impl SlotError {
+    fn from_error(e: &LogError) -> Self {
+        match e {
+            LogError::NoSpace { path } => SlotError::NoSpace(path.clone()),
+            LogError::Io { path, source, .. } => SlotError::Write(path.clone(), source.to_string()),
+            LogError::ReadOnly { path, source } => {
+                SlotError::Write(path.clone(), source.to_string())
+            }
+            _ => SlotError::Poisoned,
+        }
+    }
+
+    fn into_error(self) -> LogError {
+        match self {
+            SlotError::NoSpace(path) => LogError::NoSpace { path },
+            SlotError::Write(path, msg) => LogError::Io {
+                op: "write",
+                path,
+                source: std::io::Error::other(msg),
+            },
+            SlotError::Poisoned => LogError::Poisoned,
+            SlotError::Truncated(offset) => LogError::TruncatedConcurrently { offset },
+        }
+    }
+}
+
+/// Sync coordination: at most one sync (the "leader") runs at a time.
 struct CommitState {
-    synced_next: u64,
     syncing: bool,
+    /// Mirrors `Writer::generation`; checked with `visible_next` updates under this lock.
     generation: u64,
 }
 
@@ -118,7 +178,8 @@ struct Shared {
     /// Offset below which records are acknowledged and visible to readers.
     visible_next: AtomicU64,
     commit: Mutex<CommitState>,
-    committed: Condvar,
+    /// Signalled when a sync ends, for `flush` and `close` waiting to lead one.
+    sync_ended: Condvar,
     poisoned: AtomicBool,
     closed: AtomicBool,
     stop: Mutex<bool>,
@@ -239,15 +300,17 @@ impl Log {
                 active,
                 next_offset: next,
                 generation: 0,
+                pending: Vec::new(),
+                pending_headers: Vec::new(),
+                pending_slots: Vec::new(),
             }),
             segments: RwLock::new(Arc::new(segments)),
             visible_next: AtomicU64::new(next),
             commit: Mutex::new(CommitState {
-                synced_next: next,
                 syncing: false,
                 generation: 0,
             }),
-            committed: Condvar::new(),
+            sync_ended: Condvar::new(),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stop: Mutex::new(false),
@@ -478,7 +541,6 @@ impl Shared {
     fn poison(&self, err: LogError) -> LogError {
         tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
         self.poisoned.store(true, Ordering::Release);
-        self.committed.notify_all();
         err
     }
 
@@ -495,121 +557,182 @@ impl Shared {
         }
         let mut w = lock(&self.writer);
         self.check_usable()?;
-        let active_size = w.active.size();
-        if active_size > 0
-            && (active_size + batch.len() as u64 > self.config.segment_bytes
-                || w.active.entry_count() >= self.config.index_max_entries as usize)
+        let size = w.active.size() + w.pending.len() as u64;
+        let entries = w.active.entry_count() + w.pending_headers.len();
+        if size > 0
+            && (size + batch.len() as u64 > self.config.segment_bytes
+                || entries >= self.config.index_max_entries as usize)
         {
             self.roll(&mut w)?;
         }
         let base = w.next_offset;
         batch.set_base_offset(base);
         let h = batch.header();
-        match w.active.append(batch.as_bytes(), &h) {
-            Ok(()) => {}
-            Err(AppendFailure::RolledBack(e)) => return Err(e),
-            Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
-        }
         let next = h.next_offset();
-        w.next_offset = next;
         let info = AppendInfo {
             base_offset: base,
             last_offset: next - 1,
         };
-        match self.config.sync {
-            SyncPolicy::GroupCommit => {
-                drop(w);
-                self.wait_durable(next)?;
-            }
-            SyncPolicy::EveryAppend => {
-                if let Err(e) = w.active.sync() {
-                    return Err(self.poison(e));
-                }
-                let mut c = lock(&self.commit);
-                c.synced_next = next;
-                self.visible_next.store(next, Ordering::Release);
-            }
-            SyncPolicy::Interval(_) | SyncPolicy::Never => {
-                self.visible_next.store(next, Ordering::Release);
-            }
+        if self.config.sync == SyncPolicy::GroupCommit {
+            let slot = Arc::new(Slot {
+                thread: std::thread::current(),
+                next,
+                outcome: OnceLock::new(),
+            });
+            w.pending.extend_from_slice(batch.as_bytes());
+            w.pending_headers.push(h);
+            w.pending_slots.push(Arc::clone(&slot));
+            w.next_offset = next;
+            drop(w);
+            self.wait_for(&slot)?;
+            return Ok(info);
         }
-        Ok(info)
-    }
-
-    /// Waits until an fdatasync covers `target`, running it if no other thread is: the
-    /// thread that finds no sync in flight becomes the leader and syncs for everyone who
-    /// wrote before it looked, so N concurrent appends cost about two syncs, not N.
-    fn wait_durable(&self, target: u64) -> Result<()> {
-        let mut c = lock(&self.commit);
-        loop {
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(LogError::Poisoned);
-            }
-            if c.synced_next >= target {
-                return Ok(());
-            }
-            if c.syncing {
-                c = self
-                    .committed
-                    .wait(c)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            c.syncing = true;
-            drop(c);
-            let result = self.sync_once();
-            c = lock(&self.commit);
-            c.syncing = false;
-            self.committed.notify_all();
-            if let Err(e) = result {
-                drop(c);
+        match w.active.append(batch.as_bytes(), &[h]) {
+            Ok(()) => {}
+            Err(AppendFailure::RolledBack(e)) => return Err(e),
+            Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
+        }
+        w.next_offset = next;
+        if self.config.sync == SyncPolicy::EveryAppend {
+            if let Err(e) = w.active.sync() {
                 return Err(self.poison(e));
             }
         }
+        self.visible_next.store(next, Ordering::Release);
+        Ok(info)
     }
 
-    /// One sync of the active segment, then publication of what it covered. The caller
-    /// owns `syncing` (or holds the writer lock).
-    fn sync_once(&self) -> Result<()> {
-        let (segment, upto, generation) = {
-            let w = lock(&self.writer);
-            (Arc::clone(&w.active), w.next_offset, w.generation)
-        };
-        // Earlier segments were synced when they were sealed, so syncing the active one
-        // makes everything below `upto` durable.
-        segment.sync()?;
-        self.publish_durable(upto, generation);
-        Ok(())
-    }
-
-    fn publish_durable(&self, upto: u64, generation: u64) {
-        let mut c = lock(&self.commit);
-        if c.generation == generation && upto > c.synced_next {
-            c.synced_next = upto;
-            self.visible_next.fetch_max(upto, Ordering::AcqRel);
+    /// Waits for a group-commit append's slot, leading a sync whenever none is running:
+    /// the leader writes every pending batch with one write, runs one fdatasync for all of
+    /// them, and completes their slots, so N concurrent appends cost about two syncs.
+    fn wait_for(&self, slot: &Slot) -> Result<()> {
+        loop {
+            if let Some(outcome) = slot.outcome.get() {
+                return outcome.clone().map_err(SlotError::into_error);
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(LogError::Poisoned);
+            }
+            let lead = {
+                let mut c = lock(&self.commit);
+                !std::mem::replace(&mut c.syncing, true)
+            };
+            if lead {
+                // Its error reached the slots it concerns, ours included if it did.
+                let _ = self.lead_sync();
+                continue;
+            }
+            // The timeout is only a safety net (a poisoned log wakes nobody); the leader
+            // unparks this thread when its slot completes or when it should lead.
+            std::thread::park_timeout(Duration::from_millis(50));
         }
     }
 
+    /// Group commits, run by the thread that set `syncing`: write the pending batches,
+    /// fdatasync the active segment, publish, complete the slots. If more appends queued
+    /// meanwhile, lead their sync too (a bounded number of times) rather than hand over:
+    /// waking another thread to lead costs a scheduling delay per sync.
+    fn lead_sync(&self) -> Result<()> {
+        const EXTRA_ROUNDS: usize = 4;
+        let mut rounds = 0;
+        loop {
+            let (segment, upto, generation, group, written) = {
+                let mut w = lock(&self.writer);
+                let (group, written) = self.write_pending(&mut w);
+                (
+                    Arc::clone(&w.active),
+                    w.next_offset,
+                    w.generation,
+                    group,
+                    written,
+                )
+            };
+            // Earlier segments were synced when they were sealed, so syncing the active
+            // one makes everything below `upto` durable.
+            let synced = written.and_then(|()| segment.sync().map_err(|e| self.poison(e)));
+            let outcome = match &synced {
+                Ok(()) => {
+                    let c = lock(&self.commit);
+                    if c.generation == generation {
+                        self.visible_next.fetch_max(upto, Ordering::AcqRel);
+                        Ok(())
+                    } else {
+                        Err(SlotError::Truncated(upto.saturating_sub(1)))
+                    }
+                }
+                Err(e) => Err(SlotError::from_error(e)),
+            };
+            for s in &group {
+                s.complete(outcome.clone());
+            }
+            let more = synced.is_ok() && !lock(&self.writer).pending_slots.is_empty();
+            if more && rounds < EXTRA_ROUNDS {
+                rounds += 1;
+                continue;
+            }
+            lock(&self.commit).syncing = false;
+            self.sync_ended.notify_all();
+            // Appends that queued during the last sync wait for a leader: wake the first.
+            if let Some(next) = lock(&self.writer).pending_slots.first() {
+                next.thread.unpark();
+            }
+            return synced;
+        }
+    }
+
+    /// Writes the pending batches to the active segment and returns their slots. On a
+    /// failed write the batches are dropped, their offsets are given back, and their
+    /// slots complete with the error; the file is as it was before them.
+    fn write_pending(&self, w: &mut Writer) -> (Vec<Arc<Slot>>, Result<()>) {
+        let slots = std::mem::take(&mut w.pending_slots);
+        if w.pending_headers.is_empty() {
+            return (slots, Ok(()));
+        }
+        let bytes = std::mem::take(&mut w.pending);
+        let headers = std::mem::take(&mut w.pending_headers);
+        let failure = match w.active.append(&bytes, &headers) {
+            Ok(()) => return (slots, Ok(())),
+            Err(AppendFailure::RolledBack(e)) => e,
+            Err(AppendFailure::Unrecoverable(e)) => self.poison(e),
+        };
+        if let Some(first) = headers.first() {
+            w.next_offset = first.base_offset;
+        }
+        let shared = SlotError::from_error(&failure);
+        for s in &slots {
+            s.complete(Err(shared.clone()));
+        }
+        (Vec::new(), Err(failure))
+    }
+
+    /// Makes everything appended so far durable (flush, close, interval policy).
     fn sync_now(&self) -> Result<()> {
-        // Serialize with group-commit leaders so `syncing` keeps its meaning.
         let mut c = lock(&self.commit);
         while c.syncing {
             c = self
-                .committed
+                .sync_ended
                 .wait(c)
                 .unwrap_or_else(PoisonError::into_inner);
         }
         c.syncing = true;
         drop(c);
-        let result = self.sync_once();
-        lock(&self.commit).syncing = false;
-        self.committed.notify_all();
-        result.map_err(|e| self.poison(e))
+        self.lead_sync()
     }
 
     fn roll(&self, w: &mut Writer) -> Result<()> {
+        let (group, written) = self.write_pending(w);
+        written?;
         if let Err(e) = w.active.seal() {
-            return Err(self.poison(e));
+            let e = self.poison(e);
+            for s in &group {
+                s.complete(Err(SlotError::Poisoned));
+            }
+            return Err(e);
+        }
+        // Sealing synced the segment: everything written so far is durable.
+        self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
+        for s in &group {
+            s.complete(Ok(()));
         }
         let seg = Arc::new(Segment::create(&self.dir, w.next_offset)?);
         sync_dir(&self.dir)?;
@@ -617,9 +740,6 @@ impl Shared {
         list.push(Arc::clone(&seg));
         self.set_segment_list(list);
         w.active = seg;
-        // The sealed segment was synced: everything written so far is durable.
-        self.publish_durable(w.next_offset, w.generation);
-        self.committed.notify_all();
         if let Err(e) = self.apply_retention(w) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "retention failed");
         }
@@ -668,6 +788,28 @@ impl Shared {
     fn truncate_to(&self, offset: u64) -> Result<()> {
         self.check_usable()?;
         let mut w = lock(&self.writer);
+        // Appends racing a truncation (a misuse: replication truncates a follower that
+        // takes no appends) are settled first, so the cut sees one consistent file.
+        let (group, written) = self.write_pending(&mut w);
+        written?;
+        if !group.is_empty() {
+            if let Err(e) = w.active.sync() {
+                let e = self.poison(e);
+                for s in &group {
+                    s.complete(Err(SlotError::Poisoned));
+                }
+                return Err(e);
+            }
+            self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
+            for s in &group {
+                let kept = s.next <= offset;
+                s.complete(if kept {
+                    Ok(())
+                } else {
+                    Err(SlotError::Truncated(s.next - 1))
+                });
+            }
+        }
         let list = self.segment_list();
         let earliest = list.first().map_or(0, |s| s.base_offset());
         if offset < earliest || offset > w.next_offset {
@@ -694,7 +836,6 @@ impl Shared {
             let mut c = lock(&self.commit);
             w.generation += 1;
             c.generation = w.generation;
-            c.synced_next = c.synced_next.min(offset);
             self.visible_next.store(offset, Ordering::Release);
         }
         self.set_segment_list(kept.to_vec());

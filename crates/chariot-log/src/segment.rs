@@ -366,32 +366,42 @@ impl Segment {
             .len()
     }
 
-    /// Writes one batch at the end. Called only by the log's single writer.
+    /// Writes batches (back to back in `bytes`, described by `headers`) at the end, with
+    /// one write. Called only by the log's single writer.
     ///
     /// On failure the file is cut back to its previous length so that nothing of the
-    /// batch remains; if even that fails, the caller must poison the log.
-    pub(crate) fn append(&self, bytes: &[u8], h: &BatchHeader) -> Result<(), AppendFailure> {
-        let pos = self.size();
-        if let Err(e) = self.file.write_all_at(bytes, pos) {
+    /// batches remains; if even that fails, the caller must poison the log.
+    pub(crate) fn append(
+        &self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<(), AppendFailure> {
+        let start = self.size();
+        if let Err(e) = self.file.write_all_at(bytes, start) {
             let err = LogError::io("write", &self.data_path, e);
-            return match self.file.set_len(pos) {
+            return match self.file.set_len(start) {
                 Ok(()) => Err(AppendFailure::RolledBack(err)),
                 Err(_) => Err(AppendFailure::Unrecoverable(err)),
             };
         }
-        self.index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(IndexEntry {
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let mut pos = start;
+        for h in headers {
+            index.push(IndexEntry {
                 relative_offset: (h.base_offset - self.base_offset) as u32,
                 position: pos as u32,
-                len: bytes.len() as u32,
+                len: h.total_len() as u32,
                 records: h.record_count,
             });
-        self.max_timestamp
-            .fetch_max(h.max_timestamp, Ordering::AcqRel);
-        self.size.store(pos + bytes.len() as u64, Ordering::Release);
-        self.next_offset.store(h.next_offset(), Ordering::Release);
+            pos += h.total_len();
+            self.max_timestamp
+                .fetch_max(h.max_timestamp, Ordering::AcqRel);
+        }
+        drop(index);
+        self.size.store(pos, Ordering::Release);
+        if let Some(h) = headers.last() {
+            self.next_offset.store(h.next_offset(), Ordering::Release);
+        }
         Ok(())
     }
 
@@ -402,8 +412,10 @@ impl Segment {
             .map_err(|e| LogError::io("fdatasync", &self.data_path, e))
     }
 
-    /// Writes the complete index file and syncs data and index: called when the segment
-    /// stops being active (roll, clean close).
+    /// Syncs the data file and writes the complete index file: called when the segment
+    /// stops being active. A failed sync is returned (the caller poisons the log); a failed
+    /// index write is only logged, because the index is rebuilt from the data when missing,
+    /// and a full disk must not turn into a poisoned log.
     pub(crate) fn seal(&self) -> Result<()> {
         self.sync()?;
         let entries = self.index.read().unwrap_or_else(PoisonError::into_inner);
@@ -420,7 +432,15 @@ impl Segment {
             f.sync_all()?;
             std::fs::rename(&tmp, &self.index_path)
         };
-        write().map_err(|e| LogError::io("write index", &self.index_path, e))
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(
+                path = %self.index_path.display(),
+                error = %e,
+                "could not write the index of a sealed segment; it will be rebuilt on open"
+            );
+        }
+        Ok(())
     }
 
     /// The entries of batches that hold offsets in `[from, visible_next)`, starting with the

@@ -123,7 +123,7 @@ fn concurrent_writers_get_unique_dense_offsets_and_readers_see_only_acknowledged
                 let mut mine = Vec::new();
                 for i in 0..per {
                     let v = format!("w{w}-{i}").into_bytes();
-                    let info = log.append(&mut batch(&[v.clone()])).unwrap();
+                    let info = log.append(&mut batch(std::slice::from_ref(&v))).unwrap();
                     // Acknowledged means readable.
                     assert!(log.next_offset() > info.base_offset);
                     mine.push((info.base_offset, v));

@@ -1,0 +1,255 @@
+//! Torn and corrupt files: recovery keeps every intact batch and reports the rest.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use chariot_log::{Log, LogError, SyncPolicy};
+use common::*;
+
+const CFG_ENTRIES: u32 = 4;
+
+/// Writes `batches` single-record batches (values by offset) and closes the log.
+fn write_log(dir: &Path, batches: u64, len: usize) -> Vec<(u64, Vec<u8>)> {
+    let log = Log::open(dir, small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+    let mut all = Vec::new();
+    for i in 0..batches {
+        let v = value_for(i, len);
+        log.append(&mut batch(std::slice::from_ref(&v))).unwrap();
+        all.push((i, v));
+    }
+    log.close().unwrap();
+    all
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Byte positions where the batches of a data file start.
+fn batch_starts(file: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(file).unwrap();
+    let mut at = 0usize;
+    let mut starts = Vec::new();
+    while at < bytes.len() {
+        starts.push(at as u64);
+        let h = chariot_log::BatchHeader::parse(&bytes[at..]).unwrap();
+        at += h.total_len() as usize;
+    }
+    starts
+}
+
+#[test]
+fn truncating_the_active_segment_at_every_byte_recovers_the_last_whole_batch() {
+    let pristine = tempfile::tempdir().unwrap();
+    let all = write_log(pristine.path(), 10, 30); // 3 segments: 4 + 4 + 2 batches
+    let files = segment_files(pristine.path());
+    assert_eq!(files.len(), 3);
+    let active = files.last().unwrap();
+    let starts = batch_starts(active);
+    let len = std::fs::metadata(active).unwrap().len();
+    // The last two batches of the active segment, byte by byte.
+    for cut in starts[0]..len {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), work.path());
+        let f = OpenOptions::new()
+            .write(true)
+            .open(work.path().join(active.file_name().unwrap()))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let whole_batches = starts.iter().filter(|&&s| s < cut).count() as u64
+            - u64::from(!starts.contains(&cut) && cut > 0);
+        let whole = starts.iter().filter(|&&s| s < cut).count() as u64;
+        let kept = if starts.contains(&cut) {
+            whole
+        } else {
+            whole - 1
+        };
+        assert_eq!(kept, whole_batches);
+        let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+        let expected: Vec<_> = all[..(8 + kept) as usize].to_vec();
+        assert_eq!(read_all(&log), expected, "cut at {cut}");
+        assert_eq!(
+            log.recovery_report().len(),
+            usize::from(!starts.contains(&cut))
+        );
+        let info = log.append(&mut batch(&[b"next".to_vec()])).unwrap();
+        assert_eq!(info.base_offset, 8 + kept, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_active_segment_cuts_from_that_batch_and_keeps_the_bytes() {
+    let pristine = tempfile::tempdir().unwrap();
+    let all = write_log(pristine.path(), 10, 30);
+    let files = segment_files(pristine.path());
+    let active = files.last().unwrap();
+    let starts = batch_starts(active);
+    let len = std::fs::metadata(active).unwrap().len();
+    for pos in 0..len {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), work.path());
+        let path = work.path().join(active.file_name().unwrap());
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, pos).unwrap();
+        f.write_all_at(&[b[0] ^ 0x01], pos).unwrap();
+        drop(f);
+        let damaged_batch = starts.iter().filter(|&&s| s <= pos).count() - 1;
+        let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+        assert_eq!(
+            read_all(&log),
+            all[..8 + damaged_batch].to_vec(),
+            "flip at {pos}"
+        );
+        let report = log.recovery_report();
+        assert_eq!(report.len(), 1, "flip at {pos}");
+        assert_eq!(report[0].position, starts[damaged_batch]);
+        // The cut bytes are preserved beside the segment, never silently deleted.
+        let kept = std::fs::read(report[0].kept_in.as_ref().unwrap()).unwrap();
+        assert_eq!(kept.len() as u64, len - starts[damaged_batch]);
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_reported_by_file_and_position() {
+    let pristine = tempfile::tempdir().unwrap();
+    write_log(pristine.path(), 10, 30);
+    let files = segment_files(pristine.path());
+    let sealed = &files[1]; // offsets 4..8
+    let starts = batch_starts(sealed);
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(pristine.path(), work.path());
+    let path = work.path().join(sealed.file_name().unwrap());
+    let pos = starts[2] + 40; // inside the third batch (offset 6), within the CRC range
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    f.write_all_at(&[0xFF], pos).unwrap();
+    drop(f);
+
+    // The index is intact, so open succeeds; the read of the damaged batch names it.
+    let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+    match log.read(6, 1 << 20) {
+        Err(LogError::Corrupt {
+            path: p,
+            position,
+            offset,
+            ..
+        }) => {
+            assert_eq!(p, path);
+            assert_eq!(position, starts[2]);
+            assert_eq!(offset, 6);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Reads that do not touch the damaged batch still work.
+    assert_eq!(log.read(4, 1).unwrap().next_offset, 5);
+    assert_eq!(log.read(8, 1 << 20).unwrap().first_offset, 8);
+    drop(log);
+
+    // Without an index the sealed segment is scanned on open, and open fails naming it.
+    std::fs::remove_file(path.with_extension("index")).unwrap();
+    match Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)) {
+        Err(LogError::Corrupt {
+            path: p, position, ..
+        }) => {
+            assert_eq!(p, path);
+            assert_eq!(position, starts[2]);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Nothing was deleted or truncated.
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        std::fs::metadata(sealed).unwrap().len()
+    );
+}
+
+#[test]
+fn deleted_short_or_wrong_index_files_are_rebuilt_with_identical_reads() {
+    let pristine = tempfile::tempdir().unwrap();
+    let all = write_log(pristine.path(), 23, 50);
+    let indexes: Vec<PathBuf> = segment_files(pristine.path())
+        .iter()
+        .map(|p| p.with_extension("index"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(indexes.len() >= 5);
+
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("deleted", |p| std::fs::remove_file(p).unwrap()),
+        ("short", |p| {
+            let f = OpenOptions::new().write(true).open(p).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len - 8).unwrap();
+        }),
+        ("torn entry", |p| {
+            let f = OpenOptions::new().write(true).open(p).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len - 3).unwrap();
+        }),
+        ("points past the data", |p| {
+            let f = OpenOptions::new().write(true).open(p).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.write_all_at(&[0, 0, 0, 9, 0, 0xFF, 0, 0], len - 8)
+                .unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), work.path());
+        for idx in &indexes {
+            damage(&work.path().join(idx.file_name().unwrap()));
+        }
+        let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+        assert_eq!(read_all(&log), all, "index {what}");
+        for o in 0..23 {
+            let r = log.read(o, 1).unwrap();
+            assert_eq!(r.first_offset, o, "index {what}, offset {o}");
+        }
+        assert!(log.recovery_report().is_empty());
+    }
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_is_an_error_not_a_silent_gap() {
+    let pristine = tempfile::tempdir().unwrap();
+    write_log(pristine.path(), 12, 10);
+    let files = segment_files(pristine.path());
+    std::fs::remove_file(&files[1]).unwrap();
+    assert!(matches!(
+        Log::open(pristine.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)),
+        Err(LogError::Corrupt { .. })
+    ));
+}
