@@ -337,7 +337,14 @@ impl Log {
     /// Appends a batch, stamping its base offset, and returns the offsets assigned.
     /// Returns once the batch is as durable as the [`SyncPolicy`] promises.
     pub fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
-        self.shared.append(batch)
+        let infos = self.shared.append_many(std::slice::from_mut(batch))?;
+        infos.into_iter().next().ok_or(LogError::EmptyBatch)
+    }
+
+    /// Appends several batches as one unit: one write and at most one sync, all or
+    /// nothing. Offsets are assigned in order; one `AppendInfo` per batch.
+    pub fn append_batches(&self, batches: &mut [RecordBatch]) -> Result<Vec<AppendInfo>> {
+        self.shared.append_many(batches)
     }
 
     /// Reads whole batches starting with the one containing `from`, up to `max_bytes`
@@ -544,62 +551,103 @@ impl Shared {
         err
     }
 
-    fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+    /// Appends `batches` as one unit: one write, at most one sync, all or nothing. The
+    /// segment-roll decision is taken once for the whole call, so a call never straddles
+    /// two segments (a segment may exceed `segment_bytes` by at most one call).
+    fn append_many(&self, batches: &mut [RecordBatch]) -> Result<Vec<AppendInfo>> {
         self.check_usable()?;
-        if batch.len() > self.config.max_batch_bytes {
-            return Err(LogError::BatchTooLarge {
-                size: batch.len(),
-                max: self.config.max_batch_bytes,
-            });
+        let mut total = 0u64;
+        for b in batches.iter() {
+            if b.len() > self.config.max_batch_bytes {
+                return Err(LogError::BatchTooLarge {
+                    size: b.len(),
+                    max: self.config.max_batch_bytes,
+                });
+            }
+            if b.is_empty() {
+                return Err(LogError::EmptyBatch);
+            }
+            total += b.len() as u64;
         }
-        if batch.is_empty() {
-            return Err(LogError::EmptyBatch);
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        if total > self.config.segment_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: total as usize,
+                max: self.config.segment_bytes as usize,
+            });
         }
         let mut w = lock(&self.writer);
         self.check_usable()?;
         let size = w.active.size() + w.pending.len() as u64;
         let entries = w.active.entry_count() + w.pending_headers.len();
         if size > 0
-            && (size + batch.len() as u64 > self.config.segment_bytes
-                || entries >= self.config.index_max_entries as usize)
+            && (size + total > self.config.segment_bytes
+                || entries + batches.len() > self.config.index_max_entries as usize)
         {
             self.roll(&mut w)?;
         }
-        let base = w.next_offset;
-        batch.set_base_offset(base);
-        let h = batch.header();
-        let next = h.next_offset();
-        let info = AppendInfo {
-            base_offset: base,
-            last_offset: next - 1,
-        };
-        if self.config.sync == SyncPolicy::GroupCommit {
-            let slot = Arc::new(Slot {
-                thread: std::thread::current(),
-                next,
-                outcome: OnceLock::new(),
-            });
+        let gc = self.config.sync == SyncPolicy::GroupCommit;
+        if !gc {
+            if let [batch] = batches {
+                // One batch and no group to join: write it in place, without a copy.
+                let base = w.next_offset;
+                batch.set_base_offset(base);
+                let h = batch.header();
+                match w.active.append(batch.as_bytes(), &[h]) {
+                    Ok(()) => {}
+                    Err(AppendFailure::RolledBack(e)) => return Err(e),
+                    Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
+                }
+                w.next_offset = h.next_offset();
+                return self.finish_direct(&w).map(|()| {
+                    vec![AppendInfo {
+                        base_offset: base,
+                        last_offset: h.next_offset() - 1,
+                    }]
+                });
+            }
+        }
+        let mut infos = Vec::with_capacity(batches.len());
+        for batch in batches.iter_mut() {
+            let base = w.next_offset;
+            batch.set_base_offset(base);
+            let h = batch.header();
             w.pending.extend_from_slice(batch.as_bytes());
             w.pending_headers.push(h);
+            w.next_offset = h.next_offset();
+            infos.push(AppendInfo {
+                base_offset: base,
+                last_offset: h.next_offset() - 1,
+            });
+        }
+        if gc {
+            let slot = Arc::new(Slot {
+                thread: std::thread::current(),
+                next: w.next_offset,
+                outcome: OnceLock::new(),
+            });
             w.pending_slots.push(Arc::clone(&slot));
-            w.next_offset = next;
             drop(w);
             self.wait_for(&slot)?;
-            return Ok(info);
+            return Ok(infos);
         }
-        match w.active.append(batch.as_bytes(), &[h]) {
-            Ok(()) => {}
-            Err(AppendFailure::RolledBack(e)) => return Err(e),
-            Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
-        }
-        w.next_offset = next;
+        let (_, written) = self.write_pending(&mut w);
+        written?;
+        self.finish_direct(&w)?;
+        Ok(infos)
+    }
+
+    /// Completes an append written directly (policies other than group commit).
+    fn finish_direct(&self, w: &Writer) -> Result<()> {
         if self.config.sync == SyncPolicy::EveryAppend {
             if let Err(e) = w.active.sync() {
                 return Err(self.poison(e));
             }
         }
-        self.visible_next.store(next, Ordering::Release);
-        Ok(info)
+        self.visible_next.store(w.next_offset, Ordering::Release);
+        Ok(())
     }
 
     /// Waits for a group-commit append's slot, leading a sync whenever none is running:

@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use chariot_log::{Log, LogConfig, LogError, SyncPolicy};
+use chariot_log::{Log, LogConfig, LogError, RecordBatchBuilder, SyncPolicy};
 use common::*;
 
 #[test]
@@ -210,4 +210,33 @@ fn file_slice_points_at_the_same_bytes_as_read() {
         .unwrap();
     assert_eq!(buf, log.read(1, 1 << 20).unwrap().bytes);
     assert_eq!((slice.first_offset, slice.next_offset), (1, 4));
+}
+
+#[test]
+fn append_batches_assigns_consecutive_offsets_in_one_unit() {
+    for sync in [SyncPolicy::GroupCommit, SyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small(4, sync)).unwrap();
+        log.append(&mut batch(&[b"first".to_vec()])).unwrap();
+        let mut batches: Vec<_> = (0..3)
+            .map(|i| batch(&[value_for(i, 5), value_for(i, 6)]))
+            .collect();
+        let infos = log.append_batches(&mut batches).unwrap();
+        let bases: Vec<u64> = infos.iter().map(|i| i.base_offset).collect();
+        assert_eq!(bases, vec![1, 3, 5], "{sync:?}");
+        assert_eq!(infos[2].last_offset, 6);
+        // One call never straddles segments, even past index_max_entries.
+        let mut more: Vec<_> = (0..6).map(|i| batch(&[value_for(i, 3)])).collect();
+        log.append_batches(&mut more).unwrap();
+        let segs = log.segments();
+        assert_eq!(segs.last().unwrap().base_offset, 7, "{sync:?}");
+        assert_eq!(read_all(&log).len(), 13);
+        // A bad batch anywhere rejects the whole call and changes nothing.
+        let mut bad = vec![batch(&[b"ok".to_vec()]), RecordBatchBuilder::new().build()];
+        assert!(matches!(
+            log.append_batches(&mut bad),
+            Err(LogError::EmptyBatch)
+        ));
+        assert_eq!(log.next_offset(), 13);
+    }
 }

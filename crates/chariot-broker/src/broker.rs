@@ -1,0 +1,587 @@
+//! The broker: named logs of partitions, publish, read, and consumer groups.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::Bytes;
+use chariot_log::{Log, LogConfig, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::appender::{now_ms, Appended, Appender, Entry, NewRecord};
+use crate::error::{BrokerError, Result};
+use crate::groups::{GroupKey, OffsetStore};
+use crate::names;
+
+/// Largest partition count a log may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+const LOGS_DIR: &str = "logs";
+const META_FILE: &str = "meta.json";
+
+/// Configuration of a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Root of everything the broker stores.
+    pub data_dir: PathBuf,
+    /// Configuration of every partition's log.
+    pub log: LogConfig,
+    /// Largest single record value accepted by a publish.
+    pub max_record_bytes: usize,
+}
+
+impl BrokerConfig {
+    /// Defaults (64 MiB segments, group commit, 1 MiB records) under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            log: LogConfig::default(),
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What `meta.json` in a log's directory says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LogMeta {
+    name: String,
+    partitions: u32,
+    created_at_ms: i64,
+}
+
+struct Partition {
+    log: Arc<Log>,
+    appender: Appender,
+}
+
+struct LogEntry {
+    meta: LogMeta,
+    dir: PathBuf,
+    partitions: Vec<Partition>,
+}
+
+impl LogEntry {
+    fn partition(&self, p: u32) -> Result<&Partition> {
+        self.partitions
+            .get(p as usize)
+            .ok_or_else(|| BrokerError::PartitionOutOfRange {
+                partition: p,
+                log: self.meta.name.clone(),
+                partitions: self.meta.partitions,
+            })
+    }
+}
+
+/// A log as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogSummary {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+}
+
+/// One partition as described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub partition: u32,
+    /// Earliest retained offset.
+    pub earliest_offset: u64,
+    /// Offset the next record will get (records below it are readable).
+    pub next_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segments: usize,
+    /// Consumer groups and their committed offsets.
+    pub groups: Vec<GroupOffset>,
+}
+
+/// A consumer group's committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupOffset {
+    /// Group name.
+    pub group: String,
+    /// Offset of the next record the group will fetch.
+    pub offset: u64,
+}
+
+/// A log as described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogDescription {
+    /// Name.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Its partitions.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Offset in its partition.
+    pub offset: u64,
+    /// Producer timestamp, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers (tags).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Whole batches read from a partition.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    /// Earliest retained offset.
+    pub earliest_offset: u64,
+    /// Next offset of the partition.
+    pub next_offset: u64,
+    /// Concatenated batches in the format of `docs/format.md`.
+    pub batches: Vec<u8>,
+}
+
+/// Chariot's domain object: every log of one node.
+///
+/// Invariants: a log listed here has all its partitions open; `meta.json` is written
+/// (fsynced, renamed into place) before a log becomes visible, so a crash never leaves a
+/// half-created log that restarts as something else; a publish is answered only once its
+/// records are durable (under the default sync policy).
+pub struct Broker {
+    config: BrokerConfig,
+    logs: RwLock<BTreeMap<String, Arc<LogEntry>>>,
+    /// Serializes create and delete, which touch the file system and the registry.
+    admin: tokio::sync::Mutex<()>,
+    /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
+    offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("data_dir", &self.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> BrokerError {
+    if e.raw_os_error() == Some(28) {
+        return BrokerError::NoSpace;
+    }
+    BrokerError::Storage(format!("{what}: {e}"))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(format!("fsync {}", dir.display()), e))
+}
+
+impl Broker {
+    /// Opens (creating if needed) the data directory, recovering every log.
+    pub fn open(config: BrokerConfig) -> Result<Self> {
+        config
+            .log
+            .validate()
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let logs_dir = config.data_dir.join(LOGS_DIR);
+        std::fs::create_dir_all(&logs_dir)
+            .map_err(|e| io_err(format!("create {}", logs_dir.display()), e))?;
+        let offsets = OffsetStore::open(&config.data_dir, &config.log)?;
+        let mut logs = BTreeMap::new();
+        let listing = std::fs::read_dir(&logs_dir)
+            .map_err(|e| io_err(format!("list {}", logs_dir.display()), e))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| io_err("list logs", e))?;
+            let dir = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || name.starts_with(".deleted-") {
+                // A create or delete interrupted by a crash: never visible, safe to drop.
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            let meta_path = dir.join(META_FILE);
+            let raw = std::fs::read(&meta_path)
+                .map_err(|e| io_err(format!("read {}", meta_path.display()), e))?;
+            let meta: LogMeta = serde_json::from_slice(&raw).map_err(|e| {
+                BrokerError::Storage(format!("{} is not valid: {e}", meta_path.display()))
+            })?;
+            let entry = Self::open_log(&config, meta, dir)?;
+            logs.insert(entry.meta.name.clone(), Arc::new(entry));
+        }
+        tracing::info!(logs = logs.len(), dir = %config.data_dir.display(), "broker open");
+        Ok(Self {
+            config,
+            logs: RwLock::new(logs),
+            admin: tokio::sync::Mutex::new(()),
+            offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
+        })
+    }
+
+    fn open_log(config: &BrokerConfig, meta: LogMeta, dir: PathBuf) -> Result<LogEntry> {
+        let group_bytes = (config.log.segment_bytes / 2).min(8 << 20) as usize;
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            let log = Arc::new(Log::open(dir.join(p.to_string()), config.log.clone())?);
+            let appender =
+                Appender::start(format!("{}-{p}", meta.name), Arc::clone(&log), group_bytes)?;
+            partitions.push(Partition { log, appender });
+        }
+        Ok(LogEntry {
+            meta,
+            dir,
+            partitions,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<LogEntry>> {
+        self.logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))
+    }
+
+    fn offsets(&self) -> Result<Arc<OffsetStore>> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(BrokerError::ShuttingDown)
+    }
+
+    /// Creates a log with `partitions` partitions.
+    pub async fn create_log(&self, name: &str, partitions: u32) -> Result<()> {
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitionCount);
+        }
+        names::validate(name)?;
+        let _admin = self.admin.lock().await;
+        if self.get(name).is_ok() {
+            return Err(BrokerError::LogExists(name.to_string()));
+        }
+        let logs_dir = self.config.data_dir.join(LOGS_DIR);
+        let final_dir = logs_dir.join(names::dir_name(name));
+        if final_dir.exists() {
+            return Err(BrokerError::Storage(format!(
+                "{} exists but holds another log",
+                final_dir.display()
+            )));
+        }
+        let tmp = logs_dir.join(format!(".tmp-{}", names::dir_name(name)));
+        let meta = LogMeta {
+            name: name.to_string(),
+            partitions,
+            created_at_ms: now_ms(),
+        };
+        let build = || -> Result<()> {
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(|e| io_err("create log directory", e))?;
+            let raw = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            let meta_path = tmp.join(META_FILE);
+            std::fs::write(&meta_path, raw).map_err(|e| io_err("write meta.json", e))?;
+            std::fs::File::open(&meta_path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err("fsync meta.json", e))?;
+            sync_dir(&tmp)?;
+            std::fs::rename(&tmp, &final_dir).map_err(|e| io_err("publish log directory", e))?;
+            sync_dir(&logs_dir)
+        };
+        if let Err(e) = build() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let entry = Self::open_log(&self.config, meta, final_dir)?;
+        self.logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), Arc::new(entry));
+        tracing::info!(log = name, partitions, "log created");
+        Ok(())
+    }
+
+    /// Creates the log unless it exists (with any partition count).
+    pub async fn ensure_log(&self, name: &str, partitions: u32) -> Result<()> {
+        match self.create_log(name, partitions).await {
+            Ok(()) | Err(BrokerError::LogExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a log, its data and its consumer groups.
+    pub async fn delete_log(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let entry = self
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
+        let dir = entry.dir.clone();
+        // Appenders finish what they accepted; readers holding the entry keep working on
+        // unlinked files until they drop it.
+        drop(entry);
+        let tomb = dir.with_file_name(format!(
+            ".deleted-{}",
+            dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ));
+        std::fs::rename(&dir, &tomb).map_err(|e| io_err("delete log", e))?;
+        sync_dir(&self.config.data_dir.join(LOGS_DIR))?;
+        let _ = std::fs::remove_dir_all(&tomb);
+        self.offsets()?.delete_log(name).await?;
+        tracing::info!(log = name, "log deleted");
+        Ok(())
+    }
+
+    /// All logs, by name.
+    pub fn list_logs(&self) -> Vec<LogSummary> {
+        self.logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|e| LogSummary {
+                name: e.meta.name.clone(),
+                partitions: e.meta.partitions,
+            })
+            .collect()
+    }
+
+    /// Partitions, offsets and groups of a log.
+    pub fn describe_log(&self, name: &str) -> Result<LogDescription> {
+        let entry = self.get(name)?;
+        let mut partitions = Vec::with_capacity(entry.partitions.len());
+        for (i, p) in entry.partitions.iter().enumerate() {
+            let groups = self
+                .offsets()?
+                .groups_of(name, i as u32)
+                .into_iter()
+                .map(|(group, offset)| GroupOffset { group, offset })
+                .collect();
+            partitions.push(PartitionInfo {
+                partition: i as u32,
+                earliest_offset: p.log.earliest_offset(),
+                next_offset: p.log.next_offset(),
+                size_bytes: p.log.size_bytes(),
+                segments: p.log.segments().len(),
+                groups,
+            });
+        }
+        Ok(LogDescription {
+            name: entry.meta.name.clone(),
+            created_at_ms: entry.meta.created_at_ms,
+            partitions,
+        })
+    }
+
+    /// Number of partitions of a log.
+    pub fn partition_count(&self, name: &str) -> Result<u32> {
+        Ok(self.get(name)?.meta.partitions)
+    }
+
+    /// Publishes records to one partition; returns once they are durable.
+    pub async fn publish(
+        &self,
+        log: &str,
+        partition: u32,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended> {
+        if records.is_empty() {
+            return Err(BrokerError::Empty);
+        }
+        let max = self.config.max_record_bytes;
+        if let Some(r) = records.iter().find(|r| r.value.len() > max) {
+            return Err(BrokerError::TooLarge {
+                size: r.value.len(),
+                max,
+            });
+        }
+        let total: usize = records.iter().map(NewRecord::encoded_len).sum();
+        if total + chariot_log::batch::HEADER_LEN > self.config.log.max_batch_bytes {
+            return Err(BrokerError::TooLarge {
+                size: total,
+                max: self.config.log.max_batch_bytes,
+            });
+        }
+        let entry = self.get(log)?;
+        entry
+            .partition(partition)?
+            .appender
+            .append(Entry::Records(records))
+            .await
+    }
+
+    /// Publishes a client-built record batch (`docs/format.md`) as is.
+    pub async fn publish_batch(&self, log: &str, partition: u32, batch: Vec<u8>) -> Result<Appended> {
+        let max_batch = self.config.log.max_batch_bytes;
+        if batch.len() > max_batch {
+            return Err(BrokerError::TooLarge {
+                size: batch.len(),
+                max: max_batch,
+            });
+        }
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        let batch =
+            RecordBatch::from_vec(batch).map_err(|e| BrokerError::InvalidBatch(e.to_string()))?;
+        if batch.is_empty() {
+            return Err(BrokerError::Empty);
+        }
+        let max = self.config.max_record_bytes;
+        if let Some(r) = batch.records().find(|r| r.value.len() > max) {
+            return Err(BrokerError::TooLarge {
+                size: r.value.len(),
+                max,
+            });
+        }
+        p.appender.append(Entry::Batch(batch)).await
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` (but at least one batch).
+    pub fn read_range(
+        &self,
+        log: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<RangeRead> {
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        let r = p.log.read(offset, max_bytes)?;
+        Ok(RangeRead {
+            earliest_offset: r.log_earliest,
+            next_offset: r.log_next,
+            batches: r.bytes,
+        })
+    }
+
+    /// Up to `limit` records from `offset` on.
+    pub fn read_records(
+        &self,
+        log: &str,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        let mut out = Vec::new();
+        let mut at = offset;
+        while out.len() < limit {
+            let r = p.log.read(at, 1 << 20)?;
+            if r.bytes.is_empty() {
+                break;
+            }
+            for batch in r.batches() {
+                for rec in batch.records() {
+                    if rec.offset >= at && out.len() < limit {
+                        out.push(stored(&rec));
+                    }
+                }
+            }
+            at = r.next_offset;
+        }
+        Ok(out)
+    }
+
+    /// The record at a group's committed offset; the offset does not move (Rog's fetch).
+    pub fn fetch(&self, log: &str, partition: u32, group: &str) -> Result<StoredRecord> {
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        let key = GroupKey {
+            log: log.to_string(),
+            partition,
+            group: group.to_string(),
+        };
+        let committed = self.offsets()?.get(&key);
+        // A group left behind by retention resumes at the earliest retained record.
+        let at = committed.max(p.log.earliest_offset());
+        if at >= p.log.next_offset() {
+            return Err(BrokerError::NoData);
+        }
+        let r = p.log.read(at, 1)?;
+        let found = r
+            .batches()
+            .flat_map(|b| b.records().map(|r| stored(&r)).collect::<Vec<_>>())
+            .find(|rec| rec.offset == at);
+        found.ok_or(BrokerError::NoData)
+    }
+
+    /// Moves a group past one record (never past the end); returns its new offset once
+    /// durable.
+    pub async fn ack(&self, log: &str, partition: u32, group: &str) -> Result<u64> {
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        let key = GroupKey {
+            log: log.to_string(),
+            partition,
+            group: group.to_string(),
+        };
+        let (floor, end) = (p.log.earliest_offset(), p.log.next_offset());
+        self.offsets()?.advance(key, floor, end).await
+    }
+
+    /// Stops every appender (what they accepted is appended), then flushes and closes
+    /// every log. Later calls fail with `ShuttingDown`.
+    pub fn shutdown(&self) {
+        let logs = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
+        for entry in logs.values() {
+            for p in &entry.partitions {
+                p.appender.stop();
+            }
+        }
+        for (name, entry) in logs {
+            // Flushing and closing happens when the last reference to a log drops; an
+            // in-flight read may hold one a moment longer.
+            if Arc::strong_count(&entry) > 1 {
+                tracing::debug!(log = %name, "log still referenced at shutdown");
+            }
+        }
+        if let Some(o) = self
+            .offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            o.stop();
+        }
+        tracing::info!("broker closed");
+    }
+}
+
+fn stored(r: &chariot_log::RecordView<'_>) -> StoredRecord {
+    StoredRecord {
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: r.key.map(<[u8]>::to_vec),
+        value: r.value.to_vec(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+    }
+}
+
+impl From<&StoredRecord> for NewRecord {
+    fn from(r: &StoredRecord) -> Self {
+        NewRecord {
+            key: r.key.clone().map(Bytes::from),
+            value: Bytes::from(r.value.clone()),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone())))
+                .collect(),
+            timestamp: r.timestamp,
+        }
+    }
+}

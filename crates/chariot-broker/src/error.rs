@@ -1,0 +1,92 @@
+//! Errors of the broker. Their `Display` texts for the Rog-visible cases are Rog's own,
+//! byte for byte, because Rog's clients compare them verbatim.
+
+use chariot_log::LogError;
+
+/// What went wrong with a broker operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Create with zero partitions (or more than the maximum).
+    #[error("Number of partitions must be at least 1")]
+    InvalidPartitionCount,
+    /// Create of a log that exists.
+    #[error("Log {0} already exists")]
+    LogExists(String),
+    /// Any operation on a log that does not exist.
+    #[error("No log registered with name {0}")]
+    UnknownLog(String),
+    /// A partition index not below the log's partition count.
+    #[error("Trying to access partition {partition} but log {log} has {partitions} partitions")]
+    PartitionOutOfRange {
+        /// Requested partition.
+        partition: u32,
+        /// Log name.
+        log: String,
+        /// Partition count of the log.
+        partitions: u32,
+    },
+    /// Fetch or ack at the end of the partition.
+    #[error("No data left in the log to be read")]
+    NoData,
+    /// A read outside the retained range.
+    #[error("offset {requested} out of range: valid offsets are {earliest}..{next}")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        requested: u64,
+        /// Earliest retained offset.
+        earliest: u64,
+        /// Next offset to be written.
+        next: u64,
+    },
+    /// A record or batch above the configured maximum.
+    #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Size received.
+        size: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// A publish with no records.
+    #[error("a publish must carry at least one record")]
+    Empty,
+    /// A client-built batch that fails validation.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+    /// A log name that cannot be used.
+    #[error("invalid log name: {0}")]
+    InvalidName(String),
+    /// The disk is full; nothing was written.
+    #[error("no space left on device; the record was not written")]
+    NoSpace,
+    /// The broker is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Any other storage failure.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::NoSpace { .. } => BrokerError::NoSpace,
+            LogError::OffsetOutOfRange {
+                requested,
+                earliest,
+                next,
+            } => BrokerError::OffsetOutOfRange {
+                requested,
+                earliest,
+                next,
+            },
+            LogError::BatchTooLarge { size, max } => BrokerError::TooLarge { size, max },
+            LogError::EmptyBatch => BrokerError::Empty,
+            LogError::InvalidBatch(b) => BrokerError::InvalidBatch(b.to_string()),
+            LogError::Closed => BrokerError::ShuttingDown,
+            other => BrokerError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for the broker.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -1,0 +1,345 @@
+//! Consumer groups: a committed offset per (log, partition, group), durable.
+//!
+//! Commits are records in an internal Chariot log, `__consumer_offsets` in the data
+//! directory (Kafka's design): an ack appends `(log, partition, group) → offset` and returns
+//! once that record is fsynced, so concurrent acks share one group commit. On start the log
+//! is replayed into memory; when it has grown past a threshold it is compacted by writing
+//! the current values to a fresh log and swapping directories (crash-safe: the swap is two
+//! renames, and an interrupted compaction leaves the old log in place or restorable).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use chariot_log::{Log, LogConfig, RecordBatchBuilder};
+
+use crate::appender::{now_ms, Appender, Entry, NewRecord};
+use crate::error::{BrokerError, Result};
+
+const DIR: &str = "__consumer_offsets";
+const KIND_COMMIT: &[u8] = b"commit";
+const KIND_DELETE_LOG: &[u8] = b"delete-log";
+/// Compact on open once the commit log is larger than this.
+const COMPACT_ABOVE_BYTES: u64 = 32 << 20;
+
+/// Identifies one consumer group's position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// Log name.
+    pub log: String,
+    /// Partition.
+    pub partition: u32,
+    /// Group name.
+    pub group: String,
+}
+
+impl GroupKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(8 + self.log.len() + self.group.len());
+        k.extend_from_slice(&(self.log.len() as u16).to_be_bytes());
+        k.extend_from_slice(self.log.as_bytes());
+        k.extend_from_slice(&self.partition.to_be_bytes());
+        k.extend_from_slice(&(self.group.len() as u16).to_be_bytes());
+        k.extend_from_slice(self.group.as_bytes());
+        k
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        let (log, rest) = take_str(b)?;
+        let (p, rest) = rest.split_at_checked(4)?;
+        let partition = u32::from_be_bytes(p.try_into().ok()?);
+        let (group, rest) = take_str(rest)?;
+        rest.is_empty().then_some(Self {
+            log,
+            partition,
+            group,
+        })
+    }
+}
+
+fn take_str(b: &[u8]) -> Option<(String, &[u8])> {
+    let (len, rest) = b.split_at_checked(2)?;
+    let len = usize::from(u16::from_be_bytes(len.try_into().ok()?));
+    let (s, rest) = rest.split_at_checked(len)?;
+    Some((String::from_utf8(s.to_vec()).ok()?, rest))
+}
+
+/// Durable committed offsets of every consumer group.
+pub(crate) struct OffsetStore {
+    /// In-memory truth of *reserved* positions: an ack bumps it before its commit record is
+    /// durable, so concurrent acks of one group never compute the same next offset.
+    offsets: Mutex<HashMap<GroupKey, u64>>,
+    appender: Appender,
+}
+
+impl OffsetStore {
+    pub(crate) fn open(data_dir: &Path, config: &LogConfig) -> Result<Self> {
+        let dir = data_dir.join(DIR);
+        recover_interrupted_compaction(data_dir)?;
+        let log = Log::open(&dir, commit_log_config(config))?;
+        let offsets = replay(&log)?;
+        let log = if log.size_bytes() > COMPACT_ABOVE_BYTES {
+            drop(log);
+            compact(data_dir, config, &offsets)?;
+            Log::open(&dir, commit_log_config(config))?
+        } else {
+            log
+        };
+        let appender = Appender::start(DIR.into(), Arc::new(log), 1 << 20)?;
+        Ok(Self {
+            offsets: Mutex::new(offsets),
+            appender,
+        })
+    }
+
+    /// The committed offset of a group (0 for a group never seen).
+    pub(crate) fn get(&self, key: &GroupKey) -> u64 {
+        self.lock().get(key).copied().unwrap_or(0)
+    }
+
+    /// Every group of one partition with its offset, sorted by group name.
+    pub(crate) fn groups_of(&self, log: &str, partition: u32) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.log == log && k.partition == partition)
+            .map(|(k, o)| (k.group.clone(), *o))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Moves a group forward by one, unless that would pass `end`; returns the new offset
+    /// once it is durable. `floor` (the partition's earliest offset) replaces a committed
+    /// offset that retention has passed.
+    pub(crate) async fn advance(&self, key: GroupKey, floor: u64, end: u64) -> Result<u64> {
+        let next = {
+            let mut map = self.lock();
+            let current = map.get(&key).copied().unwrap_or(0).max(floor);
+            if current >= end {
+                return Err(BrokerError::NoData);
+            }
+            map.insert(key.clone(), current + 1);
+            current + 1
+        };
+        if let Err(e) = self
+            .append(Entry::Records(vec![commit_record(&key, next)]))
+            .await
+        {
+            // Give the reservation back unless a later ack already built on it.
+            let mut map = self.lock();
+            if map.get(&key) == Some(&next) {
+                map.insert(key, next - 1);
+            }
+            return Err(e);
+        }
+        Ok(next)
+    }
+
+    /// Forgets every group of a deleted log, durably.
+    pub(crate) async fn delete_log(&self, log: &str) -> Result<()> {
+        self.lock().retain(|k, _| k.log != log);
+        let record = NewRecord {
+            key: Some(Bytes::copy_from_slice(log.as_bytes())),
+            value: Bytes::new(),
+            headers: vec![(Bytes::from_static(b"kind"), Bytes::from_static(KIND_DELETE_LOG))],
+            timestamp: now_ms(),
+        };
+        self.append(Entry::Records(vec![record])).await
+    }
+
+    async fn append(&self, entry: Entry) -> Result<()> {
+        self.appender.append(entry).await.map(|_| ())
+    }
+
+    pub(crate) fn stop(&self) {
+        self.appender.stop();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupKey, u64>> {
+        self.offsets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn commit_log_config(base: &LogConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes: 8 << 20,
+        max_batch_bytes: 4 << 20,
+        retention_bytes: None,
+        retention_age: None,
+        ..base.clone()
+    }
+}
+
+fn commit_record(key: &GroupKey, offset: u64) -> NewRecord {
+    NewRecord {
+        key: Some(Bytes::from(key.encode())),
+        value: Bytes::copy_from_slice(&offset.to_be_bytes()),
+        headers: vec![(Bytes::from_static(b"kind"), Bytes::from_static(KIND_COMMIT))],
+        timestamp: now_ms(),
+    }
+}
+
+fn replay(log: &Log) -> Result<HashMap<GroupKey, u64>> {
+    let mut map = HashMap::new();
+    let mut at = log.earliest_offset();
+    loop {
+        let r = log.read(at, 1 << 20)?;
+        if r.bytes.is_empty() {
+            break;
+        }
+        for batch in r.batches() {
+            for rec in batch.records() {
+                let kind = rec
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == b"kind")
+                    .map(|(_, v)| *v);
+                let key = rec.key.unwrap_or_default();
+                match kind {
+                    Some(KIND_COMMIT) => {
+                        let (Some(k), Ok(v)) =
+                            (GroupKey::decode(key), <[u8; 8]>::try_from(rec.value))
+                        else {
+                            return Err(BrokerError::Storage(format!(
+                                "malformed consumer offset record at offset {}",
+                                rec.offset
+                            )));
+                        };
+                        map.insert(k, u64::from_be_bytes(v));
+                    }
+                    Some(KIND_DELETE_LOG) => {
+                        let log_name = String::from_utf8_lossy(key);
+                        map.retain(|k: &GroupKey, _| k.log != log_name);
+                    }
+                    _ => {
+                        return Err(BrokerError::Storage(format!(
+                            "unknown consumer offset record at offset {}",
+                            rec.offset
+                        )))
+                    }
+                }
+            }
+        }
+        at = r.next_offset;
+    }
+    Ok(map)
+}
+
+fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        data_dir.join(DIR),
+        data_dir.join(format!("{DIR}.compacting")),
+        data_dir.join(format!("{DIR}.old")),
+    )
+}
+
+fn io_err(what: &str, e: std::io::Error) -> BrokerError {
+    BrokerError::Storage(format!("{what}: {e}"))
+}
+
+/// Brings the directories back to "one complete commit log" after a crash mid-compaction.
+fn recover_interrupted_compaction(data_dir: &Path) -> Result<()> {
+    let (main, compacting, old) = paths(data_dir);
+    if !main.exists() && old.exists() {
+        std::fs::rename(&old, &main).map_err(|e| io_err("restore consumer offsets", e))?;
+    }
+    for leftover in [compacting, old] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(&leftover)
+                .map_err(|e| io_err("remove interrupted compaction", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn compact(data_dir: &Path, config: &LogConfig, offsets: &HashMap<GroupKey, u64>) -> Result<()> {
+    let (main, compacting, old) = paths(data_dir);
+    {
+        let fresh = Log::open(&compacting, commit_log_config(config))?;
+        let mut entries: Vec<_> = offsets.iter().collect();
+        entries.sort();
+        for chunk in entries.chunks(1000) {
+            let mut b = RecordBatchBuilder::new();
+            for (k, v) in chunk {
+                let r = commit_record(k, **v);
+                let headers: Vec<(&[u8], &[u8])> =
+                    r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+                b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
+            }
+            fresh.append(&mut b.build())?;
+        }
+        fresh.close()?;
+    }
+    std::fs::rename(&main, &old).map_err(|e| io_err("swap consumer offsets", e))?;
+    std::fs::rename(&compacting, &main).map_err(|e| io_err("swap consumer offsets", e))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("sync data directory", e))?;
+    std::fs::remove_dir_all(&old).map_err(|e| io_err("remove old consumer offsets", e))?;
+    tracing::info!(groups = offsets.len(), "compacted consumer offsets");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_keys_round_trip() {
+        let k = GroupKey {
+            log: "orders".into(),
+            partition: 7,
+            group: "billing".into(),
+        };
+        assert_eq!(GroupKey::decode(&k.encode()), Some(k));
+        assert_eq!(GroupKey::decode(b"\x00\x05ab"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offsets_survive_reopen_compaction_and_log_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |g: &str| GroupKey {
+            log: "l".into(),
+            partition: 0,
+            group: g.into(),
+        };
+        {
+            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            for _ in 0..5 {
+                store.advance(key("a"), 0, 10).await.unwrap();
+            }
+            store.advance(key("b"), 0, 10).await.unwrap();
+            assert!(matches!(
+                store.advance(key("c"), 10, 10).await,
+                Err(BrokerError::NoData)
+            ));
+        }
+        let offsets = {
+            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            assert_eq!(store.get(&key("a")), 5);
+            assert_eq!(store.get(&key("b")), 1);
+            assert_eq!(store.groups_of("l", 0), vec![("a".into(), 5), ("b".into(), 1)]);
+            let snapshot = store.lock().clone();
+            snapshot
+        };
+        compact(dir.path(), &LogConfig::default(), &offsets).unwrap();
+        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        assert_eq!(store.get(&key("a")), 5);
+        store.delete_log("l").await.unwrap();
+        drop(store);
+        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        assert_eq!(store.get(&key("a")), 0);
+    }
+
+    #[test]
+    fn an_interrupted_compaction_keeps_the_old_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (main, compacting, old) = paths(dir.path());
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&compacting).unwrap();
+        recover_interrupted_compaction(dir.path()).unwrap();
+        assert!(main.exists() && !old.exists() && !compacting.exists());
+    }
+}

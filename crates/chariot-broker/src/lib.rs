@@ -1,0 +1,32 @@
+//! Chariot's domain: named logs made of partitions, publishing, reading, and consumer
+//! groups with durable committed offsets.
+//!
+//! It owns what a log *means* to users (Rog's semantics: create, publish, fetch without
+//! advancing, ack to advance; Chariot's extensions: batches, ranges, describe) on top of
+//! `chariot-log`, which owns the bytes. It must never touch sockets or parse wire formats:
+//! listeners in `chariot-server` decode requests and call this crate.
+//!
+//! Layout:
+//! - [`broker`]: the [`Broker`]: the registry of logs, their partitions and operations.
+//! - [`appender`]: one thread per partition that coalesces concurrent publishes into
+//!   one write and one fsync (group commit at the broker level).
+//! - [`groups`]: consumer-group offsets, stored as records of an internal log.
+//! - [`names`]: log-name rules and safe directory names.
+//! - [`error`]: [`BrokerError`], whose texts are Rog's where Rog's clients see them.
+//!
+//! On disk (`<data dir>/`): `logs/<escaped name>/meta.json` plus one directory per
+//! partition (`0/`, `1/`, …) holding that partition's segments; `__consumer_offsets/`
+//! holding the group commits.
+
+pub mod appender;
+pub mod broker;
+pub mod error;
+pub mod groups;
+pub mod names;
+
+pub use appender::{now_ms, Appended, NewRecord};
+pub use broker::{
+    Broker, BrokerConfig, GroupOffset, LogDescription, LogSummary, PartitionInfo, RangeRead,
+    StoredRecord, MAX_PARTITIONS,
+};
+pub use error::{BrokerError, Result};
