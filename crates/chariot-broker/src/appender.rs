@@ -127,8 +127,15 @@ impl Appender {
 
     /// Stops accepting publishes and waits until the queued ones are appended.
     pub(crate) fn stop(&self) {
-        self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(t) = thread {
             let _ = t.join();
         }

@@ -332,7 +332,8 @@ impl Broker {
         drop(entry);
         let tomb = dir.with_file_name(format!(
             ".deleted-{}",
-            dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         ));
         std::fs::rename(&dir, &tomb).map_err(|e| io_err("delete log", e))?;
         sync_dir(&self.config.data_dir.join(LOGS_DIR))?;
@@ -420,7 +421,12 @@ impl Broker {
     }
 
     /// Publishes a client-built record batch (`docs/format.md`) as is.
-    pub async fn publish_batch(&self, log: &str, partition: u32, batch: Vec<u8>) -> Result<Appended> {
+    pub async fn publish_batch(
+        &self,
+        log: &str,
+        partition: u32,
+        batch: Vec<u8>,
+    ) -> Result<Appended> {
         let max_batch = self.config.log.max_batch_bytes;
         if batch.len() > max_batch {
             return Err(BrokerError::TooLarge {

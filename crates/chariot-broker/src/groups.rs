@@ -143,7 +143,10 @@ impl OffsetStore {
         let record = NewRecord {
             key: Some(Bytes::copy_from_slice(log.as_bytes())),
             value: Bytes::new(),
-            headers: vec![(Bytes::from_static(b"kind"), Bytes::from_static(KIND_DELETE_LOG))],
+            headers: vec![(
+                Bytes::from_static(b"kind"),
+                Bytes::from_static(KIND_DELETE_LOG),
+            )],
             timestamp: now_ms(),
         };
         self.append(Entry::Records(vec![record])).await
@@ -320,7 +323,10 @@ mod tests {
             let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
             assert_eq!(store.get(&key("a")), 5);
             assert_eq!(store.get(&key("b")), 1);
-            assert_eq!(store.groups_of("l", 0), vec![("a".into(), 5), ("b".into(), 1)]);
+            assert_eq!(
+                store.groups_of("l", 0),
+                vec![("a".into(), 5), ("b".into(), 1)]
+            );
             let snapshot = store.lock().clone();
             snapshot
         };

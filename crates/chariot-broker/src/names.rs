@@ -8,7 +8,9 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Checks that `name` can name a log: 1 to 255 bytes of UTF-8, no control characters.
 pub fn validate(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(BrokerError::InvalidName("a log name cannot be empty".into()));
+        return Err(BrokerError::InvalidName(
+            "a log name cannot be empty".into(),
+        ));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(BrokerError::InvalidName(format!(

@@ -1,0 +1,1 @@
+//! Async Rust client for the native protocol: being written (see the README's status).

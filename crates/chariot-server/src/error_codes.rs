@@ -1,0 +1,45 @@
+//! One place that says how each broker error looks on each wire.
+
+use axum::http::StatusCode;
+use chariot_broker::BrokerError;
+use chariot_proto::ErrorCode;
+
+/// The native protocol's wire code for an error.
+pub fn wire_code(e: &BrokerError) -> ErrorCode {
+    match e {
+        BrokerError::InvalidPartitionCount => ErrorCode::InvalidPartitionCount,
+        BrokerError::LogExists(_) => ErrorCode::LogAlreadyExists,
+        BrokerError::UnknownLog(_) => ErrorCode::UnknownLog,
+        BrokerError::PartitionOutOfRange { .. } => ErrorCode::PartitionOutOfRange,
+        BrokerError::NoData => ErrorCode::NoData,
+        BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        BrokerError::TooLarge { .. } => ErrorCode::RecordTooLarge,
+        BrokerError::Empty | BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        BrokerError::InvalidName(_) => ErrorCode::MalformedFrame,
+        BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+        BrokerError::NoSpace | BrokerError::Storage(_) => ErrorCode::StorageError,
+    }
+}
+
+/// The HTTP status and stable `code` string for an error.
+pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
+    match e {
+        BrokerError::InvalidPartitionCount => (StatusCode::BAD_REQUEST, "invalid_partition_count"),
+        BrokerError::LogExists(_) => (StatusCode::CONFLICT, "log_exists"),
+        BrokerError::UnknownLog(_) => (StatusCode::NOT_FOUND, "unknown_log"),
+        BrokerError::PartitionOutOfRange { .. } => {
+            (StatusCode::NOT_FOUND, "partition_out_of_range")
+        }
+        BrokerError::NoData => (StatusCode::NOT_FOUND, "no_data"),
+        BrokerError::OffsetOutOfRange { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
+        }
+        BrokerError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        BrokerError::Empty => (StatusCode::BAD_REQUEST, "empty"),
+        BrokerError::InvalidBatch(_) => (StatusCode::BAD_REQUEST, "invalid_batch"),
+        BrokerError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+        BrokerError::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+        BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        BrokerError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+    }
+}

@@ -1,0 +1,162 @@
+//! `chariot serve`: one node with an embedded default configuration.
+//!
+//! Every option has a built-in default; a TOML file (`--config`) overrides defaults, and
+//! flags or environment variables override the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chariot_broker::BrokerConfig;
+use chariot_log::{LogConfig, SyncPolicy};
+use chariot_server::{Server, ServerConfig};
+use serde::Deserialize;
+
+/// Options of `chariot serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; its keys are these options' long names with `_`
+    /// (e.g. `data_dir = "/var/lib/chariot"`). Flags and environment variables win over it.
+    #[arg(long, env = "CHARIOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: logs, partitions and consumer-group offsets [default: ./chariot-data].
+    #[arg(long, env = "CHARIOT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the native (Rog-compatible) TCP protocol [default: 0.0.0.0:7878].
+    #[arg(long, env = "CHARIOT_TCP_ADDR")]
+    pub tcp_addr: Option<SocketAddr>,
+    /// Address of the HTTP API [default: 0.0.0.0:8080].
+    #[arg(long, env = "CHARIOT_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Durability: `group-commit` (fsync before acknowledging, shared by concurrent
+    /// writes), `every-append` (one fsync per write), `interval:<ms>` or `never`
+    /// [default: group-commit].
+    #[arg(long, env = "CHARIOT_SYNC")]
+    pub sync: Option<String>,
+    /// Segment size in bytes, at least 1 MiB [default: 67108864].
+    #[arg(long, env = "CHARIOT_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Largest record value accepted, in bytes [default: 1048576].
+    #[arg(long, env = "CHARIOT_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
+    /// Delete a partition's oldest segments beyond this many bytes [default: keep all].
+    #[arg(long, env = "CHARIOT_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this many seconds
+    /// [default: keep all].
+    #[arg(long, env = "CHARIOT_RETENTION_SECS")]
+    pub retention_secs: Option<u64>,
+    /// Most concurrent client connections on the native port [default: 10000].
+    #[arg(long, env = "CHARIOT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+/// The same options, as read from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    tcp_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    sync: Option<String>,
+    segment_bytes: Option<u64>,
+    max_record_bytes: Option<usize>,
+    retention_bytes: Option<u64>,
+    retention_secs: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
+    Ok(match s {
+        "group-commit" => SyncPolicy::GroupCommit,
+        "every-append" => SyncPolicy::EveryAppend,
+        "never" => SyncPolicy::Never,
+        other => match other.strip_prefix("interval:") {
+            Some(ms) => SyncPolicy::Interval(Duration::from_millis(
+                ms.parse().with_context(|| format!("bad sync interval {ms:?}"))?,
+            )),
+            None => bail!(
+                "unknown sync policy {other:?}: use group-commit, every-append, interval:<ms> or never"
+            ),
+        },
+    })
+}
+
+/// Resolves defaults, file and flags into the server's configuration.
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./chariot-data"));
+    let sync = match args.sync.as_deref().or(file.sync.as_deref()) {
+        Some(s) => parse_sync(s)?,
+        None => SyncPolicy::GroupCommit,
+    };
+    let mut log = LogConfig {
+        sync,
+        ..LogConfig::default()
+    };
+    if let Some(b) = args.segment_bytes.or(file.segment_bytes) {
+        log.segment_bytes = b;
+        log.max_batch_bytes = log.max_batch_bytes.min(b as usize);
+    }
+    log.retention_bytes = args.retention_bytes.or(file.retention_bytes);
+    log.retention_age = args
+        .retention_secs
+        .or(file.retention_secs)
+        .map(Duration::from_secs);
+    log.validate()?;
+    let mut broker = BrokerConfig::new(data_dir);
+    broker.log = log;
+    if let Some(m) = args.max_record_bytes.or(file.max_record_bytes) {
+        broker.max_record_bytes = m;
+    }
+    let mut config = ServerConfig::new(broker);
+    if let Some(a) = args.tcp_addr.or(file.tcp_addr) {
+        config.tcp_addr = a;
+    }
+    if let Some(a) = args.http_addr.or(file.http_addr) {
+        config.http_addr = a;
+    }
+    if let Some(m) = args.max_connections.or(file.max_connections) {
+        config.max_connections = m;
+    }
+    Ok(config)
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down cleanly (in-flight requests
+/// finish, every log is flushed, fsynced and closed).
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve(&args)?;
+    let server = Server::start(config).await?;
+    // One machine-readable line on stdout, so scripts and tests that asked for port 0
+    // learn the ports (logs go to stderr).
+    println!(
+        "chariot listening tcp={} http={}",
+        server.tcp_addr(),
+        server.http_addr()
+    );
+    tracing::info!(
+        tcp = %server.tcp_addr(),
+        http = %server.http_addr(),
+        "chariot is serving"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+    server.shutdown().await;
+    Ok(())
+}

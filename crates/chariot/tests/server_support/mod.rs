@@ -1,0 +1,153 @@
+//! Starts the real `chariot` binary on free ports and speaks raw bytes to it.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `chariot serve` child process.
+pub struct Node {
+    pub child: Child,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on `data_dir` with extra flags, waiting for its ready line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chariot"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in ready line {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        Node {
+            tcp: addr("tcp="),
+            http: addr("http="),
+            child,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        // SAFETY-free: libc::kill is the only way to send SIGTERM from std-only code.
+        let pid = self.child.id() as i32;
+        unsafe_kill(pid, libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.tcp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+pub fn name(n: &str) -> Vec<u8> {
+    let mut v = vec![n.len() as u8];
+    v.extend_from_slice(n.as_bytes());
+    v
+}
+
+pub fn create(log: &str, partitions: u8) -> Vec<u8> {
+    let mut v = vec![0, partitions];
+    v.extend(name(log));
+    v
+}
+
+pub fn publish(log: &str, partition: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = vec![1, partition];
+    v.extend(name(log));
+    v.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+pub fn fetch(log: &str, partition: u8, group: &str) -> Vec<u8> {
+    let mut v = vec![2, partition];
+    v.extend(name(log));
+    v.extend(name(group));
+    v
+}
+
+pub fn ack(log: &str, partition: u8, group: &str) -> Vec<u8> {
+    let mut v = vec![3, partition];
+    v.extend(name(log));
+    v.extend(name(group));
+    v
+}
+
+/// A Rog response: `Ok(None)` for the bare success byte, `Ok(Some(payload))` for a
+/// fetch, `Err(message)` for an error.
+pub type RogReply = Result<Option<Vec<u8>>, String>;
+
+/// Reads one Rog response; `with_payload` is true for fetch.
+pub fn read_reply(s: &mut TcpStream, with_payload: bool) -> RogReply {
+    let mut status = [0u8; 1];
+    s.read_exact(&mut status).unwrap();
+    if status[0] == 0 && !with_payload {
+        return Ok(None);
+    }
+    let mut len = [0u8; 8];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u64::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    match status[0] {
+        0 => Ok(Some(body)),
+        _ => Err(String::from_utf8(body).unwrap()),
+    }
+}
+
+/// One request on its own connection, as Rog's clients do.
+pub fn call(node: &Node, request: &[u8], with_payload: bool) -> RogReply {
+    let mut s = node.connect();
+    s.write_all(request).unwrap();
+    read_reply(&mut s, with_payload)
+}
