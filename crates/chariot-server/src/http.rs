@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -59,26 +59,6 @@ impl From<BrokerError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "bad_request"
-        };
-        Self {
-            status: if status.is_client_error() {
-                status
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            code,
-            message: r.body_text(),
-        }
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         Self::bad_request(r.body_text())
@@ -103,6 +83,36 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<Broker>>;
+
+/// A JSON body accepted whatever its `Content-Type`: the replicated-log seed's own
+/// examples (`curl -d '{"message": "1"}'`) send `application/x-www-form-urlencoded`.
+struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            let status = r.status();
+            ApiError {
+                status,
+                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_request"
+                },
+                message: r.body_text(),
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
 
 /// The router, for tests and embedding.
 pub fn router(broker: Arc<Broker>) -> Router {
@@ -158,9 +168,8 @@ struct CreateLog {
 
 async fn create_log(
     State(broker): Shared,
-    body: Result<Json<CreateLog>, JsonRejection>,
+    Body(req): Body<CreateLog>,
 ) -> ApiResult<impl IntoResponse> {
-    let Json(req) = body?;
     broker.create_log(&req.name, req.partitions).await?;
     Ok((
         StatusCode::CREATED,
@@ -290,10 +299,9 @@ fn render(r: &StoredRecord, force_base64: bool) -> Value {
 async fn publish(
     State(broker): Shared,
     path: Result<Path<(String, u32)>, PathRejection>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
     let Path((name, p)) = path?;
-    let Json(body) = body?;
     let now = now_ms();
     let records = match &body {
         Value::Array(items) => items
@@ -372,11 +380,7 @@ struct Insert {
     message: String,
 }
 
-async fn insert(
-    State(broker): Shared,
-    body: Result<Json<Insert>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
-    let Json(req) = body?;
+async fn insert(State(broker): Shared, Body(req): Body<Insert>) -> ApiResult<Json<Value>> {
     broker.ensure_log(DEFAULT_LOG, 1).await?;
     let a = broker
         .publish(DEFAULT_LOG, 0, vec![NewRecord::value(req.message)])

@@ -162,7 +162,13 @@ fn insert_and_get_all_keep_insertion_order_and_match_tcp() {
     for m in ["1", "2", "3"] {
         assert_eq!(post(&node, "/insert", json!({"message": m})).0, 200);
     }
-    assert_eq!(get(&node, "/get-all").1, json!(["1", "2", "3"]));
+    // The seed's own example: curl -d '...' sends a form content type, not JSON.
+    let r = ureq::post(&node.url("/insert"))
+        .set("content-type", "application/x-www-form-urlencoded")
+        .send_string(r#"{"message": "4"}"#)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&node, "/get-all").1, json!(["1", "2", "3", "4"]));
     // The same records through the native protocol.
     assert_eq!(
         call(&node, &fetch("default", 0, "tcp"), true),
