@@ -1,25 +1,162 @@
-//! The `chariot` binary: `chariot serve` (temporary entry point until the CLI lands).
+//! The `chariot` binary: the server (`chariot serve`), a command-line client for every
+//! command of the native protocol, and a load generator (`chariot bench`).
+//!
+//! Layout:
+//! - `serve`: options and startup of one server node.
+//! - `commands`: the client subcommands (`log`, `publish`, `fetch`, `ack`, `consume`,
+//!   `read`), one file each, sharing the connection options.
+//! - `output`: how results and record payloads are printed, for people and for scripts.
+//! - `bench`: `chariot bench`, its workers, its report and the raw-disk baseline.
+//!
+//! This is the one place where errors become text: libraries return typed errors,
+//! `anyhow` adds context here, and `main` prints a single `error: …` line and exits 1.
+
+mod bench;
+mod commands;
+mod output;
 mod serve;
 
-use clap::Parser;
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(name = "chariot", version, about = "A durable, ordered shared log")]
-enum Cli {
-    /// Run a single node.
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::commands::Connection;
+
+/// How payloads appear; shown at the end of `--help`.
+const OUTPUT_HELP: &str = "\
+Output: human-readable by default. Record values are shown as UTF-8 text, with invalid \
+bytes replaced by U+FFFD and control characters escaped (\\n, \\u{1b}), so binary payloads \
+cannot garble a terminal. With --json every command prints one JSON object (consume and \
+read print one object per record, one per line); a value appears twice: \"value\" is its \
+text when it is valid UTF-8 (else null) and \"value_base64\" its exact bytes in standard \
+base64. Errors are one line on stderr, `error: ...`, with exit status 1 (2 for usage \
+errors).";
+
+/// Chariot: a durable, ordered shared log, compatible with Rog's protocol.
+#[derive(Debug, Parser)]
+#[command(name = "chariot", version, after_help = OUTPUT_HELP)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a server node.
     Serve(serve::ServeArgs),
+    /// Create, list and describe logs.
+    #[command(subcommand)]
+    Log(commands::log::LogCommand),
+    /// Append records and print their offsets: DATA, or --file (one record), or stdin
+    /// (one record per line).
+    Publish(commands::publish::PublishArgs),
+    /// Print the record at a consumer group's position, without moving it (Rog's fetch).
+    Fetch(commands::fetch::GroupArgs),
+    /// Move a consumer group past the record it fetched (Rog's ack).
+    Ack(commands::fetch::GroupArgs),
+    /// Fetch and ack every partition's records for a group, like `tail`
+    /// (`--follow` for `tail -f`).
+    Consume(commands::consume::ConsumeArgs),
+    /// Print records by offset, without touching any consumer group.
+    Read(commands::read::ReadArgs),
+    /// Drive a running server with producers and consumers and report throughput and
+    /// latency.
+    ///
+    /// Producers and consumers run together for --duration; then it prints records/s,
+    /// MB/s (record values, 10^6 bytes) and latency percentiles (p50, p99, p999, max)
+    /// for each side. Latency is per request, from sending it to reading the answer
+    /// (for producers: the acknowledgment of a publish); consumers also report
+    /// end-to-end latency, from a record's publish being sent to its consumption, read
+    /// from a stamp in its first 16 bytes. Natively, batches go through the
+    /// publish-batch extension and consumers use range reads from the offsets at the
+    /// start; --protocol rog uses only Rog's four commands with one connection per
+    /// request (consumers fetch + ack as group `chariot-bench`), so other Rog-compatible
+    /// servers can be measured the same way. --json prints the report as one object.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
-    match Cli::parse() {
-        Cli::Serve(args) => serve::run(args).await,
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // `chariot consume | head`: the reader left, which is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
     }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let conn = cli.connection;
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Log(command) => commands::log::run(&conn, command).await,
+        Command::Publish(args) => commands::publish::run(&conn, args).await,
+        Command::Fetch(args) => commands::fetch::fetch(&conn, args).await,
+        Command::Ack(args) => commands::fetch::ack(&conn, args).await,
+        Command::Consume(args) => commands::consume::run(&conn, args).await,
+        Command::Read(args) => commands::read::run(&conn, args).await,
+        Command::Bench(args) => bench::run(&conn, args).await,
+    }
+}
+
+/// Prints clap's outcome: help and version as clap renders them, usage errors folded
+/// into the same single `error: …` line as every other failure.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    // Clap's message ends with a usage block and a hint; the line(s) before it say
+    // what was wrong.
+    let reason: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    let reason = reason.join(" ");
+    let reason = reason.strip_prefix("error: ").unwrap_or(&reason);
+    eprintln!("error: {reason} (see `chariot --help`)");
+    ExitCode::from(2)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
