@@ -138,6 +138,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 /// finish, every log is flushed, fsynced and closed).
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(&args)?;
+    // Handlers go in before anyone can learn that we are up: a signal sent right after
+    // the ready line must mean "shut down cleanly", never the default "die".
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let server = Server::start(config).await?;
     // One machine-readable line on stdout, so scripts and tests that asked for port 0
     // learn the ports (logs go to stderr).
@@ -151,10 +156,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http = %server.http_addr(),
         "chariot is serving"
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
     }
     server.shutdown().await;
