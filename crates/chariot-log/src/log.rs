@@ -292,6 +292,7 @@ impl Log {
         // What recovery kept may only be in the page cache (kill -9 under a lazy policy):
         // make it durable before anyone is told it exists.
         active.sync()?;
+        active.preallocate(config.segment_bytes);
         let next = active.next_offset();
 
         let shared = Arc::new(Shared {
@@ -511,7 +512,9 @@ impl Log {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
-        self.shared.sync_now()
+        self.shared.sync_now()?;
+        // A cleanly closed log leaves no preallocated zeros behind.
+        lock(&self.shared.writer).active.trim()
     }
 }
 
@@ -783,6 +786,7 @@ impl Shared {
             s.complete(Ok(()));
         }
         let seg = Arc::new(Segment::create(&self.dir, w.next_offset)?);
+        seg.preallocate(self.config.segment_bytes);
         sync_dir(&self.dir)?;
         let mut list: Vec<Arc<Segment>> = self.segment_list().iter().cloned().collect();
         list.push(Arc::clone(&seg));

@@ -70,6 +70,7 @@ fn truncating_the_active_segment_at_every_byte_recovers_the_last_whole_batch() {
     let active = files.last().unwrap();
     let starts = batch_starts(active);
     let len = std::fs::metadata(active).unwrap().len();
+    let pristine_bytes = std::fs::read(active).unwrap();
     // The last two batches of the active segment, byte by byte.
     for cut in starts[0]..len {
         let work = tempfile::tempdir().unwrap();
@@ -92,9 +93,22 @@ fn truncating_the_active_segment_at_every_byte_recovers_the_last_whole_batch() {
         let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
         let expected: Vec<_> = all[..(8 + kept) as usize].to_vec();
         assert_eq!(read_all(&log), expected, "cut at {cut}");
+        // A cut tail is reported (and kept aside) unless it is all zeros, which is
+        // indistinguishable from preallocated space and carries nothing to keep.
+        let tail_start = starts
+            .iter()
+            .copied()
+            .filter(|&s| s < cut)
+            .max()
+            .unwrap_or(0);
+        let tail_has_data = !starts.contains(&cut)
+            && pristine_bytes[tail_start as usize..cut as usize]
+                .iter()
+                .any(|&b| b != 0);
         assert_eq!(
             log.recovery_report().len(),
-            usize::from(!starts.contains(&cut))
+            usize::from(tail_has_data),
+            "cut at {cut}"
         );
         let info = log.append(&mut batch(&[b"next".to_vec()])).unwrap();
         assert_eq!(info.base_offset, 8 + kept, "cut at {cut}");
@@ -132,9 +146,16 @@ fn a_flipped_byte_in_the_active_segment_cuts_from_that_batch_and_keeps_the_bytes
         let report = log.recovery_report();
         assert_eq!(report.len(), 1, "flip at {pos}");
         assert_eq!(report[0].position, starts[damaged_batch]);
-        // The cut bytes are preserved beside the segment, never silently deleted.
+        // The cut bytes are preserved beside the segment, never silently deleted (up to
+        // the last non-zero byte: zeros after it could be preallocated space).
         let kept = std::fs::read(report[0].kept_in.as_ref().unwrap()).unwrap();
-        assert_eq!(kept.len() as u64, len - starts[damaged_batch]);
+        let original = std::fs::read(active).unwrap();
+        let mut expected_tail = original[starts[damaged_batch] as usize..].to_vec();
+        expected_tail[(pos - starts[damaged_batch]) as usize] ^= 0x01;
+        while expected_tail.last() == Some(&0) {
+            expected_tail.pop();
+        }
+        assert_eq!(kept, expected_tail, "flip at {pos}");
     }
 }
 
@@ -252,4 +273,42 @@ fn a_missing_segment_in_the_middle_is_an_error_not_a_silent_gap() {
         Log::open(pristine.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)),
         Err(LogError::Corrupt { .. })
     ));
+}
+
+#[test]
+fn preallocated_zeros_after_a_crash_are_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+    for i in 0..6 {
+        log.append(&mut batch(&[value_for(i, 40)])).unwrap();
+    }
+    // A snapshot of the files while the log is open is what kill -9 leaves behind: the
+    // active segment still carries its preallocated, zero-filled tail.
+    let crashed = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), crashed.path().join(e.file_name())).unwrap();
+        }
+    }
+    let active = segment_files(crashed.path()).pop().unwrap();
+    assert_eq!(
+        std::fs::metadata(&active).unwrap().len(),
+        1 << 20,
+        "preallocated"
+    );
+    drop(log);
+    let log = Log::open(crashed.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+    assert!(log.recovery_report().is_empty());
+    assert_eq!(read_all(&log).len(), 6);
+    assert_eq!(
+        log.append(&mut batch(&[b"x".to_vec()]))
+            .unwrap()
+            .base_offset,
+        6
+    );
+    log.close().unwrap();
+    // A clean close gives the preallocated space back.
+    let active = segment_files(crashed.path()).pop().unwrap();
+    assert!(std::fs::metadata(&active).unwrap().len() < 1024);
 }
