@@ -33,7 +33,7 @@ from chariot_client import Connection, Http
 
 REPO = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("CHARIOT_BIN", REPO / "target" / "release" / "chariot"))
-READY = re.compile(r"^chariot listening tcp=(\d+\.\d+\.\d+\.\d+):(\d+) http=(\d+\.\d+\.\d+\.\d+):(\d+)$")
+READY = re.compile(r"^chariot listening tcp=(\d+\.\d+\.\d+\.\d+):(\d+) http=(\d+\.\d+\.\d+\.\d+):(\d+)(?: chariots=(\d+\.\d+\.\d+\.\d+):(\d+))?$")
 # Liveness bounds only: how long to wait before declaring a hang. No test asserts speed.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -54,6 +54,7 @@ class ChariotServer:
         self.host = "127.0.0.1"
         self.tcp_port = 0
         self.http_port = 0
+        self.chariots_port = 0
         self.starts = 0
         self.ready_line = ""
 
@@ -67,7 +68,7 @@ class ChariotServer:
             str(BINARY), "serve",
             "--data-dir", str(self.data_dir),
             "--tcp-addr", "127.0.0.1:0",
-            "--http-addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0", "--chariots-addr", "127.0.0.1:0",
             *self.extra_args,
         ]
         stderr = open(self.stderr_path, "wb")
@@ -86,6 +87,7 @@ class ChariotServer:
         self.host = m.group(1)
         self.tcp_port = int(m.group(2))
         self.http_port = int(m.group(4))
+        self.chariots_port = int(m.group(6)) if m.group(6) else 0
         # Keep draining stdout so that a chatty server can never block on a full pipe.
         self.extra_stdout: list[bytes] = []
         self.drain_thread = threading.Thread(target=self._drain, args=(self.proc.stdout, self.extra_stdout), daemon=True)

@@ -58,6 +58,9 @@ pub enum BrokerError {
     /// The disk is full; nothing was written.
     #[error("no space left on device; the record was not written")]
     NoSpace,
+    /// Too much is waiting; retry later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The broker is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -20,6 +20,7 @@
 
 pub mod appender;
 pub mod broker;
+pub mod chariots;
 pub mod error;
 pub mod groups;
 pub mod names;

@@ -18,6 +18,7 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         BrokerError::InvalidName(_) => ErrorCode::MalformedFrame,
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         BrokerError::NoSpace | BrokerError::Storage(_) => ErrorCode::StorageError,
+        BrokerError::Busy(_) => ErrorCode::Busy,
     }
 }
 
@@ -41,5 +42,6 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         BrokerError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        BrokerError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
     }
 }

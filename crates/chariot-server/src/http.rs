@@ -33,13 +33,13 @@ const MAX_LIMIT: usize = 10_000;
 /// An error answered as JSON.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
@@ -81,12 +81,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<Broker>>;
 
 /// A JSON body accepted whatever its `Content-Type`: the replicated-log seed's own
 /// examples (`curl -d '{"message": "1"}'`) send `application/x-www-form-urlencoded`.
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<S, T> axum::extract::FromRequest<S> for Body<T>
 where
@@ -142,8 +142,13 @@ pub fn router(broker: Arc<Broker>) -> Router {
 }
 
 /// Serves the API until `stop` flips, letting in-flight requests finish.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let app = router(broker);
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    chariots: Arc<chariot_broker::chariots::Chariots>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(broker).merge(crate::chariots_http::router(chariots));
     let shutdown = async move {
         let _ = stop.changed().await;
     };

@@ -9,6 +9,8 @@
 //! - [`native`]: the TCP listener of the native protocol (Rog's commands and extensions).
 //! - [`http`]: the HTTP API (axum), including the replicated-log seed's `/insert` and
 //!   `/get-all`.
+//! - [`chariots_http`], [`chariots_tcp`]: the Chariots causal log's endpoints (`POST
+//!   /record`, lookups, the dependency queue) and its record port (gochariots framing).
 //! - [`error_codes`]: how a [`chariot_broker::BrokerError`] maps to wire codes and HTTP
 //!   statuses.
 //!
@@ -16,6 +18,8 @@
 //! are reported), and [`Server::shutdown`] stops accepting, lets in-flight requests
 //! finish, then flushes and closes every log.
 
+pub mod chariots_http;
+pub mod chariots_tcp;
 pub mod error_codes;
 pub mod http;
 pub mod native;
@@ -24,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chariot_broker::chariots::{Chariots, ChariotsConfig};
 use chariot_broker::{Broker, BrokerConfig};
 use chariot_proto::Limits;
 use tokio::net::TcpListener;
@@ -42,6 +47,10 @@ pub struct ServerConfig {
     pub tcp_addr: SocketAddr,
     /// HTTP API address (default `0.0.0.0:8080`).
     pub http_addr: SocketAddr,
+    /// Chariots record port (default `0.0.0.0:9000`).
+    pub chariots_addr: SocketAddr,
+    /// The Chariots causal log.
+    pub chariots: ChariotsConfig,
     /// Most concurrent native connections; further clients wait to be accepted.
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
@@ -55,6 +64,8 @@ impl ServerConfig {
             broker,
             tcp_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            chariots_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            chariots: ChariotsConfig::default(),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(10),
         }
@@ -92,6 +103,7 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
+    chariots_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
@@ -122,8 +134,15 @@ impl Server {
                 chariot_broker::BrokerError::Storage(format!("broker open panicked: {e}"))
             })??;
         let broker = Arc::new(broker);
+        let chariots =
+            Arc::new(Chariots::start(Arc::clone(&broker), config.chariots.clone()).await?);
         let tcp = bind(config.tcp_addr).await?;
         let http = bind(config.http_addr).await?;
+        let records = bind(config.chariots_addr).await?;
+        let chariots_addr = records.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.chariots_addr,
+            source,
+        })?;
         let tcp_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
             addr: config.tcp_addr,
             source,
@@ -142,12 +161,24 @@ impl Server {
         );
         let tasks = vec![
             tokio::spawn(native.run(config.drain_timeout)),
-            tokio::spawn(http::serve(http, Arc::clone(&broker), stopped)),
+            tokio::spawn(http::serve(
+                http,
+                Arc::clone(&broker),
+                Arc::clone(&chariots),
+                stopped.clone(),
+            )),
+            tokio::spawn(chariots_tcp::serve(
+                records,
+                chariots,
+                config.limits(),
+                stopped,
+            )),
         ];
         Ok(Self {
             broker,
             tcp_addr,
             http_addr,
+            chariots_addr,
             stop,
             tasks,
             drain_timeout: config.drain_timeout,
@@ -162,6 +193,11 @@ impl Server {
     /// Bound address of the HTTP API.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Bound address of the Chariots record port.
+    pub fn chariots_addr(&self) -> SocketAddr {
+        self.chariots_addr
     }
 
     /// The broker behind the listeners.

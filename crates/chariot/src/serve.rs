@@ -29,6 +29,22 @@ pub struct ServeArgs {
     /// Address of the HTTP API [default: 0.0.0.0:8080].
     #[arg(long, env = "CHARIOT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the Chariots record port (gochariots' 'r'/'s' frames)
+    /// [default: 0.0.0.0:9000].
+    #[arg(long, env = "CHARIOT_CHARIOTS_ADDR")]
+    pub chariots_addr: Option<SocketAddr>,
+    /// This node's datacenter id, stamped on the Chariots records it originates
+    /// [default: 0].
+    #[arg(long, env = "CHARIOT_DC_ID")]
+    pub dc_id: Option<u32>,
+    /// How long a Chariots record may wait for its dependencies before it is rejected,
+    /// in milliseconds [default: 300000].
+    #[arg(long, env = "CHARIOT_DEPENDENCY_TIMEOUT_MS")]
+    pub dependency_timeout_ms: Option<u64>,
+    /// Most Chariots records waiting for dependencies at once; past it new ones are
+    /// refused as busy [default: 100000].
+    #[arg(long, env = "CHARIOT_MAX_WAITING")]
+    pub max_waiting: Option<usize>,
     /// Durability: `group-commit` (fsync before acknowledging, shared by concurrent
     /// writes), `every-append` (one fsync per write), `interval:<ms>` or `never`
     /// [default: group-commit].
@@ -57,6 +73,10 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    chariots_addr: Option<SocketAddr>,
+    dc_id: Option<u32>,
+    dependency_timeout_ms: Option<u64>,
+    max_waiting: Option<usize>,
     tcp_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     sync: Option<String>,
@@ -131,6 +151,18 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(m) = args.max_connections.or(file.max_connections) {
         config.max_connections = m;
     }
+    if let Some(a) = args.chariots_addr.or(file.chariots_addr) {
+        config.chariots_addr = a;
+    }
+    if let Some(d) = args.dc_id.or(file.dc_id) {
+        config.chariots.dc_id = d;
+    }
+    if let Some(ms) = args.dependency_timeout_ms.or(file.dependency_timeout_ms) {
+        config.chariots.max_wait = Duration::from_millis(ms.max(1));
+    }
+    if let Some(m) = args.max_waiting.or(file.max_waiting) {
+        config.chariots.max_waiting = m;
+    }
     Ok(config)
 }
 
@@ -147,9 +179,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One machine-readable line on stdout, so scripts and tests that asked for port 0
     // learn the ports (logs go to stderr).
     println!(
-        "chariot listening tcp={} http={}",
+        "chariot listening tcp={} http={} chariots={}",
         server.tcp_addr(),
-        server.http_addr()
+        server.http_addr(),
+        server.chariots_addr()
     );
     tracing::info!(
         tcp = %server.tcp_addr(),

@@ -28,6 +28,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data.path())
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--chariots-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

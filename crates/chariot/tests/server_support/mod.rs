@@ -12,6 +12,7 @@ pub struct Node {
     pub child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    pub chariots: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -23,6 +24,7 @@ impl Node {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--chariots-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -43,6 +45,7 @@ impl Node {
         Node {
             tcp: addr("tcp="),
             http: addr("http="),
+            chariots: addr("chariots="),
             child,
             data_dir: data_dir.to_path_buf(),
         }

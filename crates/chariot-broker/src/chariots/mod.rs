@@ -1,0 +1,872 @@
+//! Chariots: a shared log whose order respects causality.
+//!
+//! A record names its causal chain (`seed`) and the tag hashes it depends on (`prehash`);
+//! it is appended to the shared log only once, for each dependency, a record of the same
+//! seed carrying a tag with that hash is already there. The stages keep the paper's names:
+//!
+//! - **batcher**: submissions from HTTP and TCP queue on one channel; the sequencer takes
+//!   everything queued at once, so one fsync covers many records;
+//! - **filter**: a client id seen before gets the first submission's outcome;
+//! - **queue**: records whose dependencies are missing wait in the *dependency queue*,
+//!   which is durable (an internal log, `__chariots_queue`) and bounded (a maximum wait,
+//!   after which a record is rejected with a reason, and a maximum size, past which new
+//!   records get a "busy" error);
+//! - **maintainer**: appends ready records, in arrival order, to the shared log (a normal
+//!   Chariot log with one partition; a record's LId is its offset);
+//! - **indexer**: tag hash → LIds, and the (seed, hash) pairs present, rebuilt from the
+//!   shared log on start.
+//!
+//! Datacenter propagation (TOId order across datacenters, the sender) is not built yet:
+//! every record here originates locally and gets the next TOId of this datacenter.
+
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chariot_log::{Log, LogConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::appender::{now_ms, Appender, Entry, NewRecord};
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+pub use record::{fnv1a64, tag_hash, RecordFormatError, RecordMeta, Submission};
+
+const QUEUE_DIR: &str = "__chariots_queue";
+/// Rejected records remembered for `GET /records/waiting`.
+const REJECTED_KEPT: usize = 10_000;
+
+/// Settings of the Chariots service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChariotsConfig {
+    /// Name of the shared log.
+    pub log: String,
+    /// This node's datacenter.
+    pub dc_id: u32,
+    /// How long a record may wait for its dependencies before it is rejected.
+    pub max_wait: Duration,
+    /// Most records waiting at once; past it new records that would wait are refused.
+    pub max_waiting: usize,
+}
+
+impl Default for ChariotsConfig {
+    fn default() -> Self {
+        Self {
+            log: "chariots".into(),
+            dc_id: 0,
+            max_wait: Duration::from_secs(300),
+            max_waiting: 100_000,
+        }
+    }
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// In the shared log at this LId.
+    Appended {
+        /// Log id (offset in the shared log).
+        lid: u64,
+    },
+    /// Durably queued until its dependencies arrive; poll with this id.
+    Waiting {
+        /// Dependency-queue id.
+        id: u64,
+    },
+    /// Gave up waiting.
+    Rejected {
+        /// Dependency-queue id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A record of the shared log, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChariotsRecord {
+    /// Log id.
+    pub lid: u64,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Causal chain.
+    pub seed: u64,
+    /// Dependencies.
+    pub prehash: Vec<u64>,
+    /// Datacenter of origin.
+    pub origin_dc: u32,
+    /// Position in the origin's total order.
+    pub toid: u64,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Client id, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A waiting or rejected record, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedRecord {
+    /// Dependency-queue id.
+    pub id: u64,
+    /// `waiting` or `rejected`.
+    pub status: &'static str,
+    /// The record.
+    pub record: Submission,
+    /// When it was accepted, ms since the Unix epoch.
+    pub accepted_at_ms: i64,
+    /// Dependencies still missing (for waiting records) or the rejection reason.
+    pub missing: Vec<u64>,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The tag index, shared with readers.
+#[derive(Debug, Default)]
+struct Index {
+    by_hash: HashMap<u64, Vec<u64>>,
+}
+
+/// Durable form of a dependency-queue entry.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum QueueEntry {
+    Enqueue {
+        record: Submission,
+        accepted_at_ms: i64,
+    },
+    Reject {
+        id: u64,
+        reason: String,
+    },
+}
+
+struct Waiting {
+    record: Submission,
+    accepted_at_ms: i64,
+    watchers: Vec<oneshot::Sender<Outcome>>,
+}
+
+enum Command {
+    Submit {
+        record: Submission,
+        reply: oneshot::Sender<Result<Outcome>>,
+        watch: Option<oneshot::Sender<Outcome>>,
+    },
+}
+
+/// Handle to the Chariots service.
+pub struct Chariots {
+    config: ChariotsConfig,
+    broker: Arc<Broker>,
+    tx: mpsc::Sender<Command>,
+    index: Arc<RwLock<Index>>,
+    status: Arc<RwLock<StatusView>>,
+}
+
+/// What readers may see of the queue without asking the sequencer.
+#[derive(Debug, Default)]
+struct StatusView {
+    waiting: BTreeMap<u64, QueuedRecord>,
+    rejected: VecDeque<QueuedRecord>,
+    resolved: HashMap<u64, u64>,
+}
+
+fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Chariots {
+    /// Starts the service over `broker`: rebuilds the index, the filter and the
+    /// dependency queue from disk, then spawns the sequencer on the current tokio runtime.
+    /// The shared log itself is created with the first record, so a node that never sees
+    /// a Chariots record lists no extra log.
+    pub async fn start(broker: Arc<Broker>, config: ChariotsConfig) -> Result<Self> {
+        let queue_dir = broker.config().data_dir.join(QUEUE_DIR);
+        let queue_config = LogConfig {
+            segment_bytes: 8 << 20,
+            max_batch_bytes: 4 << 20,
+            retention_bytes: None,
+            retention_age: None,
+            ..broker.config().log.clone()
+        };
+        let queue_log = Arc::new(Log::open(&queue_dir, queue_config)?);
+        let index = Arc::new(RwLock::new(Index::default()));
+        let status = Arc::new(RwLock::new(StatusView::default()));
+        let mut seq = Sequencer {
+            config: config.clone(),
+            broker: Arc::clone(&broker),
+            queue: Appender::start(QUEUE_DIR.into(), Arc::clone(&queue_log), 1 << 20)?,
+            index: Arc::clone(&index),
+            status: Arc::clone(&status),
+            present: HashSet::new(),
+            ids: HashMap::new(),
+            waiting: BTreeMap::new(),
+            next_toid: 0,
+        };
+        seq.recover(&queue_log).await?;
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(seq.run(rx));
+        Ok(Self {
+            config,
+            broker,
+            tx,
+            index,
+            status,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ChariotsConfig {
+        &self.config
+    }
+
+    /// Submits a record; returns once it is durably appended or durably queued. With
+    /// `wait`, a queued record's final outcome is returned instead (appended or rejected).
+    pub async fn submit(&self, record: Submission, wait: bool) -> Result<Outcome> {
+        // Tags are the record's payload: bound them like any record value.
+        let size: usize = record
+            .tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>()
+            + record.id.as_ref().map_or(0, String::len)
+            + 8 * record.prehash.len();
+        let max = self.broker.config().max_record_bytes;
+        if size > max {
+            return Err(BrokerError::TooLarge { size, max });
+        }
+        let (reply, rx) = oneshot::channel();
+        let (watch, final_rx) = if wait {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        self.tx
+            .send(Command::Submit {
+                record,
+                reply,
+                watch,
+            })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        let first = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        match (first, final_rx) {
+            (Outcome::Waiting { .. }, Some(final_rx)) => {
+                final_rx.await.map_err(|_| BrokerError::ShuttingDown)
+            }
+            (outcome, _) => Ok(outcome),
+        }
+    }
+
+    /// The record at `lid`.
+    pub fn get(&self, lid: u64) -> Result<ChariotsRecord> {
+        let records = self.broker.read_records(&self.config.log, 0, lid, 1)?;
+        let r =
+            records
+                .into_iter()
+                .find(|r| r.offset == lid)
+                .ok_or(BrokerError::OffsetOutOfRange {
+                    requested: lid,
+                    earliest: 0,
+                    next: lid,
+                })?;
+        decode_stored(&r)
+    }
+
+    /// LIds of records carrying every given tag hash (intersection), in log order.
+    pub fn find(&self, hashes: &[u64]) -> Vec<u64> {
+        let index = lock_read(&self.index);
+        let mut lists: Vec<&Vec<u64>> = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            match index.by_hash.get(h) {
+                Some(l) => lists.push(l),
+                None => return Vec::new(),
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let Some((first, rest)) = lists.split_first() else {
+            return Vec::new();
+        };
+        let rest: Vec<HashSet<u64>> = rest.iter().map(|l| l.iter().copied().collect()).collect();
+        first
+            .iter()
+            .copied()
+            .filter(|lid| rest.iter().all(|s| s.contains(lid)))
+            .collect()
+    }
+
+    /// Waiting and (recently) rejected records.
+    pub fn queued(&self) -> Vec<QueuedRecord> {
+        let s = lock_read(&self.status);
+        s.waiting
+            .values()
+            .cloned()
+            .chain(s.rejected.iter().cloned())
+            .collect()
+    }
+
+    /// What became of dependency-queue entry `id`.
+    pub fn queued_status(&self, id: u64) -> Option<Outcome> {
+        let s = lock_read(&self.status);
+        if let Some(lid) = s.resolved.get(&id) {
+            return Some(Outcome::Appended { lid: *lid });
+        }
+        if s.waiting.contains_key(&id) {
+            return Some(Outcome::Waiting { id });
+        }
+        s.rejected
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| Outcome::Rejected {
+                id,
+                reason: r.reason.clone().unwrap_or_default(),
+            })
+    }
+}
+
+fn decode_stored(r: &crate::StoredRecord) -> Result<ChariotsRecord> {
+    let meta: RecordMeta = serde_json::from_slice(&r.value).map_err(|e| {
+        BrokerError::Storage(format!(
+            "shared-log record {} is not a Chariots record: {e}",
+            r.offset
+        ))
+    })?;
+    let tags = r
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    Ok(ChariotsRecord {
+        lid: r.offset,
+        tags,
+        seed: meta.seed,
+        prehash: meta.prehash,
+        origin_dc: meta.origin_dc,
+        toid: meta.toid,
+        timestamp: r.timestamp,
+        id: meta.id,
+    })
+}
+
+/// The single task that orders records. It owns every piece of mutable state, so the
+/// causal rule is checked and applied without locks or races.
+struct Sequencer {
+    config: ChariotsConfig,
+    broker: Arc<Broker>,
+    queue: Appender,
+    index: Arc<RwLock<Index>>,
+    status: Arc<RwLock<StatusView>>,
+    /// (seed, tag hash) pairs in the shared log: the dependency check.
+    present: HashSet<(u64, u64)>,
+    /// Filter: client id → outcome of its first submission.
+    ids: HashMap<String, Outcome>,
+    /// Dependency queue, in arrival order (ids are increasing).
+    waiting: BTreeMap<u64, Waiting>,
+    next_toid: u64,
+}
+
+/// A record about to be appended.
+struct Ready {
+    record: Submission,
+    queued_as: Option<u64>,
+    reply: Option<oneshot::Sender<Result<Outcome>>>,
+    watchers: Vec<oneshot::Sender<Outcome>>,
+    accepted_at_ms: i64,
+}
+
+impl Sequencer {
+    fn satisfied(&self, r: &Submission, extra: &HashSet<(u64, u64)>) -> bool {
+        r.prehash
+            .iter()
+            .all(|h| self.present.contains(&(r.seed, *h)) || extra.contains(&(r.seed, *h)))
+    }
+
+    fn missing(&self, r: &Submission) -> Vec<u64> {
+        r.prehash
+            .iter()
+            .copied()
+            .filter(|h| !self.present.contains(&(r.seed, *h)))
+            .collect()
+    }
+
+    /// Rebuilds index, filter, TOId counter and queue from the shared log and the queue log.
+    async fn recover(&mut self, queue_log: &Log) -> Result<()> {
+        let mut appended_from_queue = HashMap::new();
+        let mut at = 0;
+        loop {
+            let batch = match self.broker.read_records(&self.config.log, 0, at, 10_000) {
+                Err(BrokerError::UnknownLog(_)) => Vec::new(),
+                other => other?,
+            };
+            let Some(last) = batch.last() else { break };
+            at = last.offset + 1;
+            for r in &batch {
+                let rec = decode_stored(r)?;
+                let meta_queued = serde_json::from_slice::<RecordMeta>(&r.value)
+                    .ok()
+                    .and_then(|m| m.queued_as);
+                self.note_appended(&rec);
+                if let Some(q) = meta_queued {
+                    appended_from_queue.insert(q, rec.lid);
+                }
+            }
+        }
+        lock_write(&self.status).resolved = appended_from_queue.clone();
+        let mut rejected = Vec::new();
+        let mut at = queue_log.earliest_offset();
+        loop {
+            let r = queue_log.read(at, 1 << 20)?;
+            if r.bytes.is_empty() {
+                break;
+            }
+            for b in r.batches() {
+                for rec in b.records() {
+                    let entry: QueueEntry = serde_json::from_slice(rec.value).map_err(|e| {
+                        BrokerError::Storage(format!("dependency queue entry {}: {e}", rec.offset))
+                    })?;
+                    match entry {
+                        QueueEntry::Enqueue {
+                            record,
+                            accepted_at_ms,
+                        } => {
+                            if let Some(id) = &record.id {
+                                let outcome = match appended_from_queue.get(&rec.offset) {
+                                    Some(lid) => Outcome::Appended { lid: *lid },
+                                    None => Outcome::Waiting { id: rec.offset },
+                                };
+                                self.ids.insert(id.clone(), outcome);
+                            }
+                            if !appended_from_queue.contains_key(&rec.offset) {
+                                self.waiting.insert(
+                                    rec.offset,
+                                    Waiting {
+                                        record,
+                                        accepted_at_ms,
+                                        watchers: Vec::new(),
+                                    },
+                                );
+                            }
+                        }
+                        QueueEntry::Reject { id, reason } => {
+                            if let Some(w) = self.waiting.remove(&id) {
+                                rejected.push((id, w, reason));
+                            }
+                        }
+                    }
+                }
+            }
+            at = r.next_offset;
+        }
+        for (id, w, reason) in rejected {
+            self.remember_rejected(id, w, reason);
+        }
+        self.publish_waiting();
+        // Dependencies may have landed just before a crash; and time passed while down.
+        self.flush(Vec::new()).await;
+        self.expire().await;
+        tracing::info!(
+            waiting = self.waiting.len(),
+            next_toid = self.next_toid,
+            "chariots recovered"
+        );
+        Ok(())
+    }
+
+    fn note_appended(&mut self, rec: &ChariotsRecord) {
+        let mut index = lock_write(&self.index);
+        for (k, v) in &rec.tags {
+            let h = tag_hash(k, v);
+            self.present.insert((rec.seed, h));
+            index.by_hash.entry(h).or_default().push(rec.lid);
+        }
+        if rec.origin_dc == self.config.dc_id {
+            self.next_toid = self.next_toid.max(rec.toid + 1);
+        }
+        if let Some(id) = &rec.id {
+            self.ids
+                .insert(id.clone(), Outcome::Appended { lid: rec.lid });
+        }
+    }
+
+    fn remember_rejected(&mut self, id: u64, w: Waiting, reason: String) {
+        let missing = self.missing(&w.record);
+        if let Some(cid) = &w.record.id {
+            self.ids.insert(
+                cid.clone(),
+                Outcome::Rejected {
+                    id,
+                    reason: reason.clone(),
+                },
+            );
+        }
+        for watcher in w.watchers {
+            let _ = watcher.send(Outcome::Rejected {
+                id,
+                reason: reason.clone(),
+            });
+        }
+        let mut s = lock_write(&self.status);
+        s.rejected.push_back(QueuedRecord {
+            id,
+            status: "rejected",
+            record: w.record,
+            accepted_at_ms: w.accepted_at_ms,
+            missing,
+            reason: Some(reason),
+        });
+        while s.rejected.len() > REJECTED_KEPT {
+            s.rejected.pop_front();
+        }
+    }
+
+    fn publish_waiting(&self) {
+        let view: BTreeMap<u64, QueuedRecord> = self
+            .waiting
+            .iter()
+            .map(|(id, w)| {
+                (
+                    *id,
+                    QueuedRecord {
+                        id: *id,
+                        status: "waiting",
+                        record: w.record.clone(),
+                        accepted_at_ms: w.accepted_at_ms,
+                        missing: self.missing(&w.record),
+                        reason: None,
+                    },
+                )
+            })
+            .collect();
+        lock_write(&self.status).waiting = view;
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let period =
+            (self.config.max_wait / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(first) = cmd else { break };
+                    let mut cmds = vec![first];
+                    while cmds.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(c) => cmds.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush(cmds).await;
+                }
+                _ = tick.tick() => self.expire().await,
+            }
+        }
+        self.queue.stop();
+    }
+
+    /// Filter, then decide for each submission (in arrival order) whether it is ready;
+    /// cascade through the queue; persist; reply.
+    async fn flush(&mut self, cmds: Vec<Command>) {
+        let mut ready: Vec<Ready> = Vec::new();
+        let mut to_queue: Vec<Command> = Vec::new();
+        let mut batch_present: HashSet<(u64, u64)> = HashSet::new();
+        let mut batch_ids: HashSet<String> = HashSet::new();
+        for Command::Submit {
+            record,
+            reply,
+            watch,
+        } in cmds
+        {
+            if let Some(id) = &record.id {
+                if let Some(outcome) = self.ids.get(id) {
+                    let _ = reply.send(Ok(outcome.clone()));
+                    continue;
+                }
+                if !batch_ids.insert(id.clone()) {
+                    // A duplicate of a record still in this batch: the client retried
+                    // before hearing back. It will get an answer from its first copy.
+                    let _ = reply.send(Err(BrokerError::Busy(
+                        "a submission with this id is in flight; retry".into(),
+                    )));
+                    continue;
+                }
+            }
+            if self.satisfied(&record, &batch_present) {
+                for h in record.tag_hashes() {
+                    batch_present.insert((record.seed, h));
+                }
+                ready.push(Ready {
+                    record,
+                    queued_as: None,
+                    reply: Some(reply),
+                    watchers: watch.into_iter().collect(),
+                    accepted_at_ms: now_ms(),
+                });
+            } else {
+                to_queue.push(Command::Submit {
+                    record,
+                    reply,
+                    watch,
+                });
+            }
+        }
+        // New waiters first become durable queue entries (so they have ids), unless the
+        // queue is full.
+        let mut new_waiting = Vec::new();
+        if !to_queue.is_empty() {
+            let room = self.config.max_waiting.saturating_sub(self.waiting.len());
+            let mut accepted = Vec::new();
+            for (
+                i,
+                Command::Submit {
+                    record,
+                    reply,
+                    watch,
+                },
+            ) in to_queue.into_iter().enumerate()
+            {
+                if i < room {
+                    accepted.push((record, reply, watch));
+                } else {
+                    let _ = reply.send(Err(BrokerError::Busy(format!(
+                        "the dependency queue is full ({} records waiting)",
+                        self.config.max_waiting
+                    ))));
+                }
+            }
+            let now = now_ms();
+            let records: Vec<NewRecord> = accepted
+                .iter()
+                .map(|(record, _, _)| {
+                    queue_record(&QueueEntry::Enqueue {
+                        record: record.clone(),
+                        accepted_at_ms: now,
+                    })
+                })
+                .collect();
+            if !records.is_empty() {
+                match self.queue.append(Entry::Records(records)).await {
+                    Ok(a) => {
+                        for (i, (record, reply, watch)) in accepted.into_iter().enumerate() {
+                            let id = a.base_offset + i as u64;
+                            new_waiting.push((id, reply));
+                            if let Some(cid) = &record.id {
+                                self.ids.insert(cid.clone(), Outcome::Waiting { id });
+                            }
+                            self.waiting.insert(
+                                id,
+                                Waiting {
+                                    record,
+                                    accepted_at_ms: now,
+                                    watchers: watch.into_iter().collect(),
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for (_, reply, _) in accepted {
+                            let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        // Cascade: waiting records (oldest first) whose dependencies are now satisfied.
+        loop {
+            let freed: Vec<u64> = self
+                .waiting
+                .iter()
+                .filter(|(_, w)| self.satisfied(&w.record, &batch_present))
+                .map(|(id, _)| *id)
+                .collect();
+            if freed.is_empty() {
+                break;
+            }
+            for id in freed {
+                if let Some(w) = self.waiting.remove(&id) {
+                    for h in w.record.tag_hashes() {
+                        batch_present.insert((w.record.seed, h));
+                    }
+                    ready.push(Ready {
+                        record: w.record,
+                        queued_as: Some(id),
+                        reply: None,
+                        watchers: w.watchers,
+                        accepted_at_ms: w.accepted_at_ms,
+                    });
+                }
+            }
+        }
+        self.maintain(ready).await;
+        for (id, reply) in new_waiting {
+            let outcome = match lock_read(&self.status).resolved.get(&id) {
+                Some(lid) => Outcome::Appended { lid: *lid },
+                None => Outcome::Waiting { id },
+            };
+            let _ = reply.send(Ok(outcome));
+        }
+        self.publish_waiting();
+    }
+}
+
+impl Sequencer {
+    /// The maintainer: appends ready records in order (one publish, one fsync per chunk),
+    /// assigns TOIds, updates index and filter, and answers everyone concerned. Records
+    /// that came out of the queue go back to it if the append fails (they are still
+    /// durable there).
+    async fn maintain(&mut self, ready: Vec<Ready>) {
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let chunk: Vec<Ready> = ready.by_ref().take(1000).collect();
+            let first_toid = self.next_toid;
+            let now = now_ms();
+            let records: Vec<NewRecord> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let meta = RecordMeta {
+                        seed: r.record.seed,
+                        prehash: r.record.prehash.clone(),
+                        origin_dc: self.config.dc_id,
+                        toid: first_toid + i as u64,
+                        id: r.record.id.clone(),
+                        queued_as: r.queued_as,
+                    };
+                    NewRecord {
+                        key: r.record.id.clone().map(Bytes::from),
+                        value: Bytes::from(serde_json::to_vec(&meta).unwrap_or_default()),
+                        headers: r
+                            .record
+                            .tags
+                            .iter()
+                            .map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone())))
+                            .collect(),
+                        timestamp: now,
+                    }
+                })
+                .collect();
+            let appended = match self.broker.ensure_log(&self.config.log, 1).await {
+                Ok(()) => self.broker.publish(&self.config.log, 0, records).await,
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok(a) => {
+                    for (i, r) in chunk.into_iter().enumerate() {
+                        let lid = a.base_offset + i as u64;
+                        self.note_appended(&ChariotsRecord {
+                            lid,
+                            tags: r.record.tags,
+                            seed: r.record.seed,
+                            prehash: r.record.prehash,
+                            origin_dc: self.config.dc_id,
+                            toid: first_toid + i as u64,
+                            timestamp: now,
+                            id: r.record.id,
+                        });
+                        if let Some(q) = r.queued_as {
+                            lock_write(&self.status).resolved.insert(q, lid);
+                        }
+                        let outcome = Outcome::Appended { lid };
+                        if let Some(reply) = r.reply {
+                            let _ = reply.send(Ok(outcome.clone()));
+                        }
+                        for w in r.watchers {
+                            let _ = w.send(outcome.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "appending to the shared log failed");
+                    let msg = e.to_string();
+                    for r in chunk {
+                        if let Some(reply) = r.reply {
+                            let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
+                        }
+                        if let Some(q) = r.queued_as {
+                            self.waiting.insert(
+                                q,
+                                Waiting {
+                                    record: r.record,
+                                    accepted_at_ms: r.accepted_at_ms,
+                                    watchers: r.watchers,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rejects records that waited longer than `max_wait`, durably, with a reason.
+    async fn expire(&mut self) {
+        let limit = self.config.max_wait.as_millis() as i64;
+        let now = now_ms();
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| now - w.accepted_at_ms >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let mut verdicts = Vec::with_capacity(expired.len());
+        for id in &expired {
+            if let Some(w) = self.waiting.get(id) {
+                let reason = format!(
+                    "dependencies {:?} of seed {} did not arrive within {} s",
+                    self.missing(&w.record),
+                    w.record.seed,
+                    self.config.max_wait.as_secs_f64()
+                );
+                verdicts.push((*id, reason));
+            }
+        }
+        let records = verdicts
+            .iter()
+            .map(|(id, reason)| {
+                queue_record(&QueueEntry::Reject {
+                    id: *id,
+                    reason: reason.clone(),
+                })
+            })
+            .collect();
+        if let Err(e) = self.queue.append(Entry::Records(records)).await {
+            tracing::error!(error = %e, "cannot record rejections; will retry");
+            return;
+        }
+        for (id, reason) in verdicts {
+            if let Some(w) = self.waiting.remove(&id) {
+                self.remember_rejected(id, w, reason);
+            }
+        }
+        self.publish_waiting();
+    }
+}
+
+fn queue_record(entry: &QueueEntry) -> NewRecord {
+    NewRecord {
+        key: None,
+        value: Bytes::from(serde_json::to_vec(entry).unwrap_or_default()),
+        headers: Vec::new(),
+        timestamp: now_ms(),
+    }
+}

@@ -1,0 +1,187 @@
+//! The Chariots HTTP endpoints: gochariots' `POST /record`, then lookups and the queue.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chariot_broker::chariots::{tag_hash, Chariots, Outcome, Submission};
+use serde_json::{json, Value};
+
+use crate::http::{ApiError, ApiResult, Body};
+
+type Shared = State<Arc<Chariots>>;
+
+/// The Chariots routes.
+pub fn router(chariots: Arc<Chariots>) -> Router {
+    Router::new()
+        .route("/record", post(post_record))
+        .route("/record/{lid}", get(get_record))
+        .route("/records", get(find_records))
+        .route("/records/waiting", get(list_waiting))
+        .route("/records/waiting/{id}", get(waiting_status))
+        .route("/cluster", get(cluster))
+        .with_state(chariots)
+}
+
+/// Query pairs, keeping repeated keys (`?tag=a:1&tag=b:2`).
+fn pairs(q: Option<String>) -> Vec<(String, String)> {
+    let q = q.unwrap_or_default();
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding of a query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(v) = hex {
+                    out.push(v);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn outcome_response(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Rejected { id, reason } => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({"status": "rejected", "id": id, "error": reason, "code": "rejected"})),
+        )
+            .into_response(),
+        other => (StatusCode::OK, Json(json!(other))).into_response(),
+    }
+}
+
+async fn post_record(
+    State(chariots): Shared,
+    RawQuery(q): RawQuery,
+    Body(body): Body<Value>,
+) -> ApiResult<Response> {
+    let mut wait = false;
+    for (k, v) in pairs(q) {
+        match (k.as_str(), v.as_str()) {
+            ("wait", "true" | "1" | "") => wait = true,
+            ("wait", "false" | "0") => wait = false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {k}={v}"
+                )))
+            }
+        }
+    }
+    let record = Submission::from_http_json(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    let outcome = chariots.submit(record, wait).await?;
+    Ok(outcome_response(outcome))
+}
+
+async fn get_record(
+    State(chariots): Shared,
+    lid: Result<Path<u64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(lid) = lid?;
+    Ok(Json(json!(chariots.get(lid)?)))
+}
+
+async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+    let mut hashes = Vec::new();
+    for (k, v) in pairs(q) {
+        match k.as_str() {
+            "tag" => {
+                let (tk, tv) = v
+                    .split_once(':')
+                    .ok_or_else(|| ApiError::bad_request("tag must be key:value"))?;
+                hashes.push(tag_hash(tk, tv));
+            }
+            "hash" => hashes.push(
+                v.parse()
+                    .map_err(|_| ApiError::bad_request("hash must be a decimal u64"))?,
+            ),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other}"
+                )))
+            }
+        }
+    }
+    if hashes.is_empty() {
+        return Err(ApiError::bad_request(
+            "give at least one tag=key:value or hash=H",
+        ));
+    }
+    let mut records = Vec::new();
+    for lid in chariots.find(&hashes) {
+        records.push(chariots.get(lid)?);
+    }
+    Ok(Json(json!(records)))
+}
+
+async fn list_waiting(State(chariots): Shared) -> Json<Value> {
+    Json(json!(chariots.queued()))
+}
+
+async fn waiting_status(
+    State(chariots): Shared,
+    id: Result<Path<u64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    chariots
+        .queued_status(id)
+        .map(|o| Json(json!(o)))
+        .ok_or(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_id",
+            message: format!("no dependency-queue entry {id}"),
+        })
+}
+
+async fn cluster(State(chariots): Shared) -> Json<Value> {
+    let c = chariots.config();
+    Json(json!({
+        "datacenter": c.dc_id,
+        "shared_log": c.log,
+        "remote_datacenters": [],
+        "waiting": chariots.queued().iter().filter(|r| r.status == "waiting").count(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_keep_repeats_and_decode() {
+        assert_eq!(
+            pairs(Some("tag=a%3A1&tag=b:2+3&wait".into())),
+            vec![
+                ("tag".into(), "a:1".into()),
+                ("tag".into(), "b:2 3".into()),
+                ("wait".into(), String::new())
+            ]
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The Chariots causal log against the real binary: seed chains, the dependency queue
+//! (durable, bounded, timed out), the filter, the tag index, and the record port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod server_support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use server_support::*;
+
+fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
+    match ureq::post(&node.url(path)).send_json(body) {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn get(node: &Node, path: &str) -> (u16, Value) {
+    match ureq::get(&node.url(path)).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// FNV-1a 64 of `k:v`, as gochariots clients compute prehashes.
+fn hash(k: &str, v: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{k}:{v}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("condition never held");
+}
+
+#[test]
+fn a_child_posted_before_its_parent_is_appended_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(hash("k1", "v1"), 9_489_172_654_252_433_228);
+    let (code, child) = post(
+        &node,
+        "/record",
+        json!({"tags": {"k2": "v2"}, "prehash": hash("k1", "v1"), "seed": 7}),
+    );
+    assert_eq!((code, child["status"].as_str()), (200, Some("waiting")));
+    let qid = child["id"].as_u64().unwrap();
+    let (_, waiting) = get(&node, "/records/waiting");
+    assert_eq!(waiting[0]["missing"], json!([hash("k1", "v1")]));
+    // A record of another seed with the right tag does not satisfy it.
+    let (_, other) = post(&node, "/record", json!({"tags": {"k1": "v1"}, "seed": 8}));
+    assert_eq!(other["status"], "appended");
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{qid}")).1["status"],
+        "waiting"
+    );
+
+    let (_, parent) = post(
+        &node,
+        "/record",
+        json!({"tags": {"k1": "v1"}, "seed": 7, "prehash": 0}),
+    );
+    let parent_lid = parent["lid"].as_u64().unwrap();
+    let (_, status) = get(&node, &format!("/records/waiting/{qid}"));
+    assert_eq!(status["status"], "appended");
+    let child_lid = status["lid"].as_u64().unwrap();
+    assert!(parent_lid < child_lid);
+    let (_, rec) = get(&node, &format!("/record/{child_lid}"));
+    assert_eq!(rec["tags"], json!({"k2": "v2"}));
+    assert_eq!(
+        (rec["seed"].as_u64(), rec["prehash"].clone()),
+        (Some(7), json!([hash("k1", "v1")]))
+    );
+    assert_eq!(rec["origin_dc"], 0);
+    assert!(rec["toid"].as_u64().unwrap() > 0);
+    assert_eq!(get(&node, "/records/waiting").1, json!([]));
+}
+
+#[test]
+fn multi_dependency_records_wait_for_all_and_lookups_intersect_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let (_, c) = post(
+        &node,
+        "/record",
+        json!({"tags": {"c": "3", "x": "1"}, "seed": 1, "strhash": [hash("a", "1").to_string(), hash("b", "2").to_string()]}),
+    );
+    let qid = c["id"].as_u64().unwrap();
+    post(
+        &node,
+        "/record",
+        json!({"tags": {"a": "1", "x": "1"}, "seed": 1}),
+    );
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{qid}")).1["status"],
+        "waiting"
+    );
+    let (_, b) = post(
+        &node,
+        "/record?wait=true",
+        json!({"tags": {"b": "2"}, "strseed": "1"}),
+    );
+    assert_eq!(b["status"], "appended");
+    let (_, status) = get(&node, &format!("/records/waiting/{qid}"));
+    assert!(status["lid"].as_u64().unwrap() > b["lid"].as_u64().unwrap());
+    let (_, found) = get(&node, "/records?tag=x:1");
+    assert_eq!(found.as_array().unwrap().len(), 2);
+    let (_, found) = get(&node, "/records?tag=x:1&tag=c:3");
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["tags"]["c"], "3");
+    let (_, by_hash) = get(&node, &format!("/records?hash={}", hash("b", "2")));
+    assert_eq!(by_hash[0]["lid"], b["lid"]);
+}
+
+#[test]
+fn a_missing_dependency_is_rejected_after_the_timeout_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--dependency-timeout-ms", "300"]);
+    let (code, body) = post(
+        &node,
+        "/record?wait=true",
+        json!({"tags": {"k": "v"}, "seed": 2, "prehash": 12345}),
+    );
+    assert_eq!((code, body["code"].as_str()), (408, Some("rejected")));
+    assert!(body["error"].as_str().unwrap().contains("12345"));
+    let (_, listed) = get(&node, "/records/waiting");
+    assert_eq!(listed[0]["status"], "rejected");
+    assert!(listed[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("did not arrive"));
+    // The dependency arriving later does not resurrect it.
+    post(&node, "/record", json!({"tags": {"p": "q"}, "seed": 2}));
+    let id = listed[0]["id"].as_u64().unwrap();
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{id}")).1["status"],
+        "rejected"
+    );
+}
+
+#[test]
+fn the_dependency_queue_survives_kill9_and_the_filter_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let (_, w) = post(
+        &node,
+        "/record",
+        json!({"id": "child-1", "tags": {"child": "1"}, "seed": 5, "prehash": hash("parent", "1")}),
+    );
+    let qid = w["id"].as_u64().unwrap();
+    let (_, dup) = post(
+        &node,
+        "/record",
+        json!({"id": "child-1", "tags": {"child": "1"}, "seed": 5}),
+    );
+    assert_eq!(dup, w, "a repeated id gets the first outcome");
+    node.kill9();
+
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{qid}")).1["status"],
+        "waiting"
+    );
+    let (_, parent) = post(
+        &node,
+        "/record",
+        json!({"id": "parent-1", "tags": {"parent": "1"}, "seed": 5}),
+    );
+    let (_, status) = get(&node, &format!("/records/waiting/{qid}"));
+    assert_eq!(status["status"], "appended");
+    assert!(status["lid"].as_u64() > parent["lid"].as_u64());
+    node.terminate();
+
+    let node = Node::start(dir.path(), &[]);
+    let (_, again) = post(
+        &node,
+        "/record",
+        json!({"id": "parent-1", "tags": {"parent": "1"}, "seed": 5}),
+    );
+    assert_eq!(again["lid"], parent["lid"], "dedup survives a restart");
+    let (_, all) = get(&node, "/records?tag=parent:1");
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let (_, children) = get(&node, "/records?tag=child:1");
+    assert_eq!(
+        children.as_array().unwrap().len(),
+        1,
+        "the child was appended exactly once"
+    );
+}
+
+#[test]
+fn the_queue_is_bounded_and_bad_records_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &["--max-waiting", "2", "--max-record-bytes", "1000"],
+    );
+    for i in 0..2 {
+        assert_eq!(
+            post(
+                &node,
+                "/record",
+                json!({"tags": {"i": i.to_string()}, "seed": 1, "prehash": 99})
+            )
+            .1["status"],
+            "waiting"
+        );
+    }
+    let (code, body) = post(
+        &node,
+        "/record",
+        json!({"tags": {}, "seed": 1, "prehash": 99}),
+    );
+    assert_eq!((code, body["code"].as_str()), (503, Some("busy")));
+    for bad in [
+        json!({"tags": "k:v"}),
+        json!([1]),
+        json!({"seed": -3}),
+        json!({"tags": {"k": {"deep": 1}}}),
+    ] {
+        let (code, body) = post(&node, "/record", bad);
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{body}"
+        );
+    }
+    let r = ureq::post(&node.url("/record")).send_string("{not json");
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))));
+    let (code, _) = post(
+        &node,
+        "/record",
+        json!({"tags": {"big": "x".repeat(5000)}, "seed": 1}),
+    );
+    assert_eq!(code, 413);
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn record_port_frames_from_clients_that_read_and_clients_that_never_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    // gochariots' rawpost.py: one 'r' frame, then close without reading.
+    {
+        let mut s = std::net::TcpStream::connect(node.chariots).unwrap();
+        s.write_all(&frame(
+            b'r',
+            br#"{"Host":0,"Tags":{"raw":"post"},"Pre":{"Hash":0},"Seed":0}"#,
+        ))
+        .unwrap();
+    }
+    wait_until(|| {
+        get(&node, "/records?tag=raw:post")
+            .1
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    // A client that reads gets one 'a' frame per frame.
+    let mut s = std::net::TcpStream::connect(node.chariots).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let batch = json!([
+        {"Host": 0, "Tags": {"s": "1"}, "Pre": {"Hash": 0}, "Seed": 4},
+        {"Host": 0, "Tags": {"s": "2"}, "Pre": {"Hash": hash("s", "1")}, "Seed": 4}
+    ]);
+    s.write_all(&frame(b's', batch.to_string().as_bytes()))
+        .unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[4], b'a');
+    let mut body = vec![0u8; u32::from_be_bytes(head[..4].try_into().unwrap()) as usize - 1];
+    s.read_exact(&mut body).unwrap();
+    let acks: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(acks[0]["status"], "appended");
+    assert_eq!(acks[1]["status"], "appended");
+    assert!(acks[1]["lid"].as_u64() > acks[0]["lid"].as_u64());
+    // Malformed JSON in a frame: an error ack, and the server stays up.
+    s.write_all(&frame(b'r', b"{oops")).unwrap();
+    s.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(head[..4].try_into().unwrap()) as usize - 1];
+    s.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("bad_request"));
+    assert_eq!(get(&node, "/health").0, 200);
+}
