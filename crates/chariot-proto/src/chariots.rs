@@ -22,6 +22,9 @@ pub enum FrameType {
     /// `'a'` (97), server to client: acknowledgment of one received frame,
     /// with a JSON payload produced by the broker.
     Ack = b'a',
+    /// `'p'` (112), datacenter to datacenter: a JSON batch of records propagated
+    /// from their origin, in TOId order (Chariot's extension of the framing).
+    Propagate = b'p',
 }
 
 impl FrameType {
@@ -36,6 +39,7 @@ impl FrameType {
             b'r' => Some(FrameType::Record),
             b's' => Some(FrameType::Records),
             b'a' => Some(FrameType::Ack),
+            b'p' => Some(FrameType::Propagate),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ pub fn router(chariots: Arc<Chariots>) -> Router {
         .route("/records/waiting", get(list_waiting))
         .route("/records/waiting/{id}", get(waiting_status))
         .route("/cluster", get(cluster))
+        .route("/datacenters", post(add_datacenter))
         .with_state(chariots)
 }
 
@@ -161,12 +162,44 @@ async fn waiting_status(
 
 async fn cluster(State(chariots): Shared) -> Json<Value> {
     let c = chariots.config();
+    let local = chariots.local_next_toid();
+    let remotes: Vec<Value> = chariots
+        .remotes()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "datacenter": r.dc,
+                "addr": r.addr,
+                "connected": r.connected,
+                "acknowledged_toid": r.acked_next_toid,
+                "lag_records": local.saturating_sub(r.acked_next_toid),
+                "last_ack_ms": r.last_ack_ms,
+                "last_error": r.last_error,
+            })
+        })
+        .collect();
     Json(json!({
         "datacenter": c.dc_id,
         "shared_log": c.log,
-        "remote_datacenters": [],
+        "local_records": local,
+        "remote_datacenters": remotes,
         "waiting": chariots.queued().iter().filter(|r| r.status == "waiting").count(),
     }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDatacenter {
+    id: u32,
+    addr: String,
+}
+
+async fn add_datacenter(
+    State(chariots): Shared,
+    Body(req): Body<AddDatacenter>,
+) -> ApiResult<Json<Value>> {
+    chariots.add_remote(req.id, req.addr)?;
+    Ok(Json(json!({"datacenter": req.id, "status": "propagating"})))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use chariot_broker::chariots::sender::{parse_batch, BoxFuture, Connector, Link};
 use chariot_broker::chariots::{Chariots, Submission};
 use chariot_proto::chariots::{Frame, FrameType};
 use chariot_proto::Limits;
@@ -64,17 +65,38 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
             Err(e) => json!({"error": e.0, "code": "bad_request"}),
         }
     };
+    if frame.frame_type == FrameType::Propagate {
+        return propagate(chariots, frame).await;
+    }
     let parsed: Result<Value, _> = serde_json::from_slice(&frame.payload);
     match (frame.frame_type, parsed) {
         (_, Err(e)) => json!({"error": format!("invalid JSON: {e}"), "code": "bad_request"}),
         (FrameType::Record, Ok(v)) => submit(v).await,
         (FrameType::Records, Ok(Value::Array(items))) => {
-            let mut out = Vec::with_capacity(items.len());
-            for v in items {
-                out.push(submit(v).await);
-            }
+            // Parse all, then submit the valid ones together: one sequencer round.
+            let parsed: Vec<Result<Submission, String>> = items
+                .iter()
+                .map(|v| Submission::from_tcp_json(v).map_err(|e| e.0))
+                .collect();
+            let valid: Vec<Submission> = parsed
+                .iter()
+                .filter_map(|p| p.as_ref().ok().cloned())
+                .collect();
+            let mut outcomes = chariots.submit_many(valid).await.into_iter();
+            let out = parsed
+                .into_iter()
+                .map(|p| match p {
+                    Err(e) => json!({"error": e, "code": "bad_request"}),
+                    Ok(_) => match outcomes.next() {
+                        Some(Ok(o)) => json!(o),
+                        Some(Err(e)) => json!({"error": e.to_string(), "code": http_status(&e).1}),
+                        None => json!({"error": "lost", "code": "storage"}),
+                    },
+                })
+                .collect();
             Value::Array(out)
         }
+        (FrameType::Propagate, Ok(_)) => propagate(chariots, frame).await,
         (FrameType::Records, Ok(_)) => {
             json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
         }
@@ -82,6 +104,94 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
             json!({"error": "'a' frames are sent by the server, not to it", "code": "bad_request"})
         }
     }
+}
+
+/// A batch propagated from another datacenter: acknowledged once every record in it is
+/// durably appended or durably queued here.
+async fn propagate(chariots: &Chariots, frame: &Frame) -> Value {
+    match parse_batch(&frame.payload) {
+        Err(e) => json!({"error": e, "code": "bad_request"}),
+        Ok(records) => {
+            let n = records.len();
+            let outcomes = chariots.submit_many(records).await;
+            match outcomes.into_iter().find_map(Result::err) {
+                None => json!({"status": "ok", "count": n}),
+                Some(e) => json!({"error": e.to_string(), "code": http_status(&e).1}),
+            }
+        }
+    }
+}
+
+/// The sending side of propagation: a TCP connection to a remote record port.
+struct TcpLink {
+    socket: TcpStream,
+    inbox: BytesMut,
+}
+
+impl Link for TcpLink {
+    fn send_batch(&mut self, payload: Bytes) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut out = BytesMut::new();
+            Frame {
+                frame_type: FrameType::Propagate,
+                payload,
+            }
+            .encode(&mut out)
+            .map_err(|e| e.to_string())?;
+            self.socket
+                .write_all(&out)
+                .await
+                .map_err(|e| e.to_string())?;
+            let limits = Limits::default();
+            let ack = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                loop {
+                    if let Some(f) =
+                        Frame::decode(&mut self.inbox, &limits).map_err(|e| e.to_string())?
+                    {
+                        return Ok::<Frame, String>(f);
+                    }
+                    let n = self
+                        .socket
+                        .read_buf(&mut self.inbox)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("the remote closed the connection".to_string());
+                    }
+                }
+            })
+            .await
+            .map_err(|_| "no acknowledgment within 30 s".to_string())??;
+            let v: Value = serde_json::from_slice(&ack.payload).map_err(|e| e.to_string())?;
+            if v.get("status").and_then(Value::as_str) == Some("ok") {
+                Ok(())
+            } else {
+                Err(format!("the remote refused the batch: {v}"))
+            }
+        })
+    }
+}
+
+/// Opens propagation links over TCP.
+pub fn tcp_connector() -> Connector {
+    Arc::new(
+        |addr: String| -> BoxFuture<'static, Result<Box<dyn Link>, String>> {
+            Box::pin(async move {
+                let socket = tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    TcpStream::connect(&addr),
+                )
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+                let _ = socket.set_nodelay(true);
+                Ok(Box::new(TcpLink {
+                    socket,
+                    inbox: BytesMut::new(),
+                }) as Box<dyn Link>)
+            })
+        },
+    )
 }
 
 async fn connection(

@@ -134,8 +134,14 @@ impl Server {
                 chariot_broker::BrokerError::Storage(format!("broker open panicked: {e}"))
             })??;
         let broker = Arc::new(broker);
-        let chariots =
-            Arc::new(Chariots::start(Arc::clone(&broker), config.chariots.clone()).await?);
+        let chariots = Arc::new(
+            Chariots::start(
+                Arc::clone(&broker),
+                config.chariots.clone(),
+                chariots_tcp::tcp_connector(),
+            )
+            .await?,
+        );
         let tcp = bind(config.tcp_addr).await?;
         let http = bind(config.http_addr).await?;
         let records = bind(config.chariots_addr).await?;

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// [default: 0].
     #[arg(long, env = "CHARIOT_DC_ID")]
     pub dc_id: Option<u32>,
+    /// A remote datacenter to propagate records to, as `ID=HOST:PORT` (its record port);
+    /// repeat for several. More can be added at run time with `POST /datacenters`.
+    #[arg(long = "remote-dc", value_name = "ID=HOST:PORT")]
+    pub remote_dc: Vec<String>,
     /// How long a Chariots record may wait for its dependencies before it is rejected,
     /// in milliseconds [default: 300000].
     #[arg(long, env = "CHARIOT_DEPENDENCY_TIMEOUT_MS")]
@@ -75,6 +79,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     chariots_addr: Option<SocketAddr>,
     dc_id: Option<u32>,
+    #[serde(default)]
+    remote_dc: Vec<String>,
     dependency_timeout_ms: Option<u64>,
     max_waiting: Option<usize>,
     tcp_addr: Option<SocketAddr>,
@@ -162,6 +168,20 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(m) = args.max_waiting.or(file.max_waiting) {
         config.chariots.max_waiting = m;
+    }
+    let remotes = if args.remote_dc.is_empty() {
+        &file.remote_dc
+    } else {
+        &args.remote_dc
+    };
+    for r in remotes {
+        let (id, addr) = r
+            .split_once('=')
+            .with_context(|| format!("--remote-dc {r:?}: expected ID=HOST:PORT"))?;
+        let id: u32 = id
+            .parse()
+            .with_context(|| format!("--remote-dc {r:?}: the id must be a number"))?;
+        config.chariots.remotes.push((id, addr.to_string()));
     }
     Ok(config)
 }

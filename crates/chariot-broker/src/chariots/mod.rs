@@ -16,24 +16,30 @@
 //! - **indexer**: tag hash → LIds, and the (seed, hash) pairs present, rebuilt from the
 //!   shared log on start.
 //!
-//! Datacenter propagation (TOId order across datacenters, the sender) is not built yet:
-//! every record here originates locally and gets the next TOId of this datacenter.
+//! - **sender**: one task per remote datacenter propagates this datacenter's records in
+//!   TOId order, durably and at least once; a propagated record is appended only after
+//!   its origin's previous TOId and its dependencies, deduplicated by (origin, TOId).
+//!
+//! Every record originated here gets the next TOId of this datacenter; every datacenter
+//! holds every record, each copy with its own LIds.
 
 pub mod record;
+pub mod sender;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chariot_log::{Log, LogConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::appender::{now_ms, Appender, Entry, NewRecord};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-pub use record::{fnv1a64, tag_hash, RecordFormatError, RecordMeta, Submission};
+pub use record::{fnv1a64, tag_hash, Origin, RecordFormatError, RecordMeta, Submission};
 
 const QUEUE_DIR: &str = "__chariots_queue";
 /// Rejected records remembered for `GET /records/waiting`.
@@ -50,6 +56,8 @@ pub struct ChariotsConfig {
     pub max_wait: Duration,
     /// Most records waiting at once; past it new records that would wait are refused.
     pub max_waiting: usize,
+    /// Remote datacenters: id and record-port address.
+    pub remotes: Vec<(u32, String)>,
 }
 
 impl Default for ChariotsConfig {
@@ -59,6 +67,7 @@ impl Default for ChariotsConfig {
             dc_id: 0,
             max_wait: Duration::from_secs(300),
             max_waiting: 100_000,
+            remotes: Vec::new(),
         }
     }
 }
@@ -77,6 +86,8 @@ pub enum Outcome {
         /// Dependency-queue id.
         id: u64,
     },
+    /// A propagated record this datacenter already holds (appended or queued).
+    Duplicate,
     /// Gave up waiting.
     Rejected {
         /// Dependency-queue id.
@@ -167,6 +178,11 @@ pub struct Chariots {
     tx: mpsc::Sender<Command>,
     index: Arc<RwLock<Index>>,
     status: Arc<RwLock<StatusView>>,
+    toid_counter: Arc<AtomicU64>,
+    appended: Arc<Notify>,
+    connector: sender::Connector,
+    senders: Arc<RwLock<HashMap<u32, sender::SenderStatus>>>,
+    sender_tasks: std::sync::Mutex<HashMap<u32, tokio::task::JoinHandle<()>>>,
 }
 
 /// What readers may see of the queue without asking the sequencer.
@@ -190,7 +206,11 @@ impl Chariots {
     /// dependency queue from disk, then spawns the sequencer on the current tokio runtime.
     /// The shared log itself is created with the first record, so a node that never sees
     /// a Chariots record lists no extra log.
-    pub async fn start(broker: Arc<Broker>, config: ChariotsConfig) -> Result<Self> {
+    pub async fn start(
+        broker: Arc<Broker>,
+        config: ChariotsConfig,
+        connector: sender::Connector,
+    ) -> Result<Self> {
         let queue_dir = broker.config().data_dir.join(QUEUE_DIR);
         let queue_config = LogConfig {
             segment_bytes: 8 << 20,
@@ -202,6 +222,8 @@ impl Chariots {
         let queue_log = Arc::new(Log::open(&queue_dir, queue_config)?);
         let index = Arc::new(RwLock::new(Index::default()));
         let status = Arc::new(RwLock::new(StatusView::default()));
+        let toid_counter = Arc::new(AtomicU64::new(0));
+        let appended = Arc::new(Notify::new());
         let mut seq = Sequencer {
             config: config.clone(),
             broker: Arc::clone(&broker),
@@ -212,17 +234,110 @@ impl Chariots {
             ids: HashMap::new(),
             waiting: BTreeMap::new(),
             next_toid: 0,
+            expected: HashMap::new(),
+            queued_remote: HashSet::new(),
+            toid_counter: Arc::clone(&toid_counter),
+            appended: Arc::clone(&appended),
         };
         seq.recover(&queue_log).await?;
+        toid_counter.store(seq.next_toid, Ordering::Release);
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(seq.run(rx));
-        Ok(Self {
+        let chariots = Self {
             config,
             broker,
             tx,
             index,
             status,
-        })
+            toid_counter,
+            appended,
+            connector,
+            senders: Arc::new(RwLock::new(HashMap::new())),
+            sender_tasks: std::sync::Mutex::new(HashMap::new()),
+        };
+        for (dc, addr) in chariots.config.remotes.clone() {
+            chariots.add_remote(dc, addr)?;
+        }
+        Ok(chariots)
+    }
+
+    /// Starts (or redirects) propagation to a remote datacenter.
+    pub fn add_remote(&self, dc: u32, addr: String) -> Result<()> {
+        if dc == self.config.dc_id {
+            return Err(BrokerError::InvalidName(format!(
+                "datacenter {dc} is this node's own id"
+            )));
+        }
+        let task = tokio::spawn(
+            sender::Sender {
+                broker: Arc::clone(&self.broker),
+                log: self.config.log.clone(),
+                local_dc: self.config.dc_id,
+                remote_dc: dc,
+                addr: addr.clone(),
+                appended: Arc::clone(&self.appended),
+                status: Arc::clone(&self.senders),
+                connector: Arc::clone(&self.connector),
+            }
+            .run(),
+        );
+        lock_write(&self.senders).insert(
+            dc,
+            sender::SenderStatus {
+                dc,
+                addr,
+                acked_next_toid: 0,
+                connected: false,
+                last_error: None,
+                last_ack_ms: None,
+            },
+        );
+        let mut tasks = self
+            .sender_tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = tasks.insert(dc, task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    /// Remote datacenters and how far behind each is.
+    pub fn remotes(&self) -> Vec<sender::SenderStatus> {
+        let mut v: Vec<_> = lock_read(&self.senders).values().cloned().collect();
+        v.sort_by_key(|s| s.dc);
+        v
+    }
+
+    /// The TOId the next local record will get (= how many originated here).
+    pub fn local_next_toid(&self) -> u64 {
+        self.toid_counter.load(Ordering::Acquire)
+    }
+
+    /// Submits several records in order (one sequencer round, so one fsync for all);
+    /// each result says what became of the record at the same index.
+    pub async fn submit_many(&self, records: Vec<Submission>) -> Vec<Result<Outcome>> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .tx
+                .send(Command::Submit {
+                    record,
+                    reply,
+                    watch: None,
+                })
+                .await;
+            pending.push(sent.map(|()| rx));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(rx) => rx.await.unwrap_or(Err(BrokerError::ShuttingDown)),
+                Err(_) => Err(BrokerError::ShuttingDown),
+            });
+        }
+        out
     }
 
     /// The configuration in use.
@@ -374,11 +489,37 @@ struct Sequencer {
     status: Arc<RwLock<StatusView>>,
     /// (seed, tag hash) pairs in the shared log: the dependency check.
     present: HashSet<(u64, u64)>,
+    /// Per remote origin: the TOId it must append next (everything below is in the log).
+    expected: HashMap<u32, u64>,
+    /// Propagated records waiting in the queue, for deduplication.
+    queued_remote: HashSet<Origin>,
+    /// This datacenter's next TOId, published for the senders and `/cluster`.
+    toid_counter: Arc<AtomicU64>,
+    /// Woken after every append, so senders propagate without polling delay.
+    appended: Arc<Notify>,
     /// Filter: client id → outcome of its first submission.
     ids: HashMap<String, Outcome>,
     /// Dependency queue, in arrival order (ids are increasing).
     waiting: BTreeMap<u64, Waiting>,
     next_toid: u64,
+}
+
+/// What a flush has admitted but not yet appended.
+#[derive(Default)]
+struct Tentative {
+    present: HashSet<(u64, u64)>,
+    expected: HashMap<u32, u64>,
+}
+
+impl Tentative {
+    fn admit(&mut self, r: &Submission) {
+        for h in r.tag_hashes() {
+            self.present.insert((r.seed, h));
+        }
+        if let Some(o) = r.origin {
+            self.expected.insert(o.dc, o.toid + 1);
+        }
+    }
 }
 
 /// A record about to be appended.
@@ -391,10 +532,25 @@ struct Ready {
 }
 
 impl Sequencer {
-    fn satisfied(&self, r: &Submission, extra: &HashSet<(u64, u64)>) -> bool {
-        r.prehash
+    fn expected_toid(&self, dc: u32, t: &Tentative) -> u64 {
+        t.expected
+            .get(&dc)
+            .or_else(|| self.expected.get(&dc))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The causal rule: every dependency of the same seed is present and, for a
+    /// propagated record, its origin's previous TOId is in the log.
+    fn satisfied(&self, r: &Submission, t: &Tentative) -> bool {
+        let deps = r
+            .prehash
             .iter()
-            .all(|h| self.present.contains(&(r.seed, *h)) || extra.contains(&(r.seed, *h)))
+            .all(|h| self.present.contains(&(r.seed, *h)) || t.present.contains(&(r.seed, *h)));
+        deps && match r.origin {
+            Some(o) if o.dc != self.config.dc_id => o.toid == self.expected_toid(o.dc, t),
+            _ => true,
+        }
     }
 
     fn missing(&self, r: &Submission) -> Vec<u64> {
@@ -453,6 +609,9 @@ impl Sequencer {
                                 self.ids.insert(id.clone(), outcome);
                             }
                             if !appended_from_queue.contains_key(&rec.offset) {
+                                if let Some(o) = record.origin {
+                                    self.queued_remote.insert(o);
+                                }
                                 self.waiting.insert(
                                     rec.offset,
                                     Waiting {
@@ -497,6 +656,9 @@ impl Sequencer {
         }
         if rec.origin_dc == self.config.dc_id {
             self.next_toid = self.next_toid.max(rec.toid + 1);
+        } else {
+            let e = self.expected.entry(rec.origin_dc).or_insert(0);
+            *e = (*e).max(rec.toid + 1);
         }
         if let Some(id) = &rec.id {
             self.ids
@@ -585,15 +747,25 @@ impl Sequencer {
     async fn flush(&mut self, cmds: Vec<Command>) {
         let mut ready: Vec<Ready> = Vec::new();
         let mut to_queue: Vec<Command> = Vec::new();
-        let mut batch_present: HashSet<(u64, u64)> = HashSet::new();
+        let mut tentative = Tentative::default();
         let mut batch_ids: HashSet<String> = HashSet::new();
+        let mut batch_origins: HashSet<Origin> = HashSet::new();
         for Command::Submit {
             record,
             reply,
             watch,
         } in cmds
         {
-            if let Some(id) = &record.id {
+            if let Some(o) = record.origin.filter(|o| o.dc != self.config.dc_id) {
+                // Propagation is at-least-once: a record seen before is acknowledged again.
+                let held = o.toid < self.expected_toid(o.dc, &tentative)
+                    || self.queued_remote.contains(&o)
+                    || !batch_origins.insert(o);
+                if held {
+                    let _ = reply.send(Ok(Outcome::Duplicate));
+                    continue;
+                }
+            } else if let Some(id) = &record.id {
                 if let Some(outcome) = self.ids.get(id) {
                     let _ = reply.send(Ok(outcome.clone()));
                     continue;
@@ -607,10 +779,8 @@ impl Sequencer {
                     continue;
                 }
             }
-            if self.satisfied(&record, &batch_present) {
-                for h in record.tag_hashes() {
-                    batch_present.insert((record.seed, h));
-                }
+            if self.satisfied(&record, &tentative) {
+                tentative.admit(&record);
                 ready.push(Ready {
                     record,
                     queued_as: None,
@@ -666,7 +836,9 @@ impl Sequencer {
                         for (i, (record, reply, watch)) in accepted.into_iter().enumerate() {
                             let id = a.base_offset + i as u64;
                             new_waiting.push((id, reply));
-                            if let Some(cid) = &record.id {
+                            if let Some(o) = record.origin {
+                                self.queued_remote.insert(o);
+                            } else if let Some(cid) = &record.id {
                                 self.ids.insert(cid.clone(), Outcome::Waiting { id });
                             }
                             self.waiting.insert(
@@ -693,7 +865,7 @@ impl Sequencer {
             let freed: Vec<u64> = self
                 .waiting
                 .iter()
-                .filter(|(_, w)| self.satisfied(&w.record, &batch_present))
+                .filter(|(_, w)| self.satisfied(&w.record, &tentative))
                 .map(|(id, _)| *id)
                 .collect();
             if freed.is_empty() {
@@ -701,8 +873,9 @@ impl Sequencer {
             }
             for id in freed {
                 if let Some(w) = self.waiting.remove(&id) {
-                    for h in w.record.tag_hashes() {
-                        batch_present.insert((w.record.seed, h));
+                    tentative.admit(&w.record);
+                    if let Some(o) = w.record.origin {
+                        self.queued_remote.remove(&o);
                     }
                     ready.push(Ready {
                         record: w.record,
@@ -735,17 +908,28 @@ impl Sequencer {
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
             let chunk: Vec<Ready> = ready.by_ref().take(1000).collect();
-            let first_toid = self.next_toid;
             let now = now_ms();
+            // Local records take this datacenter's next TOIds; propagated ones keep theirs.
+            let mut next_local = self.next_toid;
+            let origins: Vec<(u32, u64)> = chunk
+                .iter()
+                .map(|r| match r.record.origin {
+                    Some(o) if o.dc != self.config.dc_id => (o.dc, o.toid),
+                    _ => {
+                        next_local += 1;
+                        (self.config.dc_id, next_local - 1)
+                    }
+                })
+                .collect();
             let records: Vec<NewRecord> = chunk
                 .iter()
-                .enumerate()
-                .map(|(i, r)| {
+                .zip(&origins)
+                .map(|(r, &(origin_dc, toid))| {
                     let meta = RecordMeta {
                         seed: r.record.seed,
                         prehash: r.record.prehash.clone(),
-                        origin_dc: self.config.dc_id,
-                        toid: first_toid + i as u64,
+                        origin_dc,
+                        toid,
                         id: r.record.id.clone(),
                         queued_as: r.queued_as,
                     };
@@ -768,15 +952,15 @@ impl Sequencer {
             };
             match appended {
                 Ok(a) => {
-                    for (i, r) in chunk.into_iter().enumerate() {
+                    for (i, (r, (origin_dc, toid))) in chunk.into_iter().zip(origins).enumerate() {
                         let lid = a.base_offset + i as u64;
                         self.note_appended(&ChariotsRecord {
                             lid,
                             tags: r.record.tags,
                             seed: r.record.seed,
                             prehash: r.record.prehash,
-                            origin_dc: self.config.dc_id,
-                            toid: first_toid + i as u64,
+                            origin_dc,
+                            toid,
                             timestamp: now,
                             id: r.record.id,
                         });
@@ -791,6 +975,8 @@ impl Sequencer {
                             let _ = w.send(outcome.clone());
                         }
                     }
+                    self.toid_counter.store(self.next_toid, Ordering::Release);
+                    self.appended.notify_waiters();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "appending to the shared log failed");
@@ -800,6 +986,9 @@ impl Sequencer {
                             let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
                         }
                         if let Some(q) = r.queued_as {
+                            if let Some(o) = r.record.origin {
+                                self.queued_remote.insert(o);
+                            }
                             self.waiting.insert(
                                 q,
                                 Waiting {
@@ -822,7 +1011,9 @@ impl Sequencer {
         let expired: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, w)| now - w.accepted_at_ms >= limit)
+            // Propagated records were accepted at their origin: they wait for their
+            // predecessors as long as it takes, never rejected here.
+            .filter(|(_, w)| w.record.origin.is_none() && now - w.accepted_at_ms >= limit)
             .map(|(id, _)| *id)
             .collect();
         if expired.is_empty() {

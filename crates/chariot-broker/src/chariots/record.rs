@@ -33,6 +33,19 @@ pub struct Submission {
     pub prehash: Vec<u64>,
     /// Client id for deduplication, if the client gave one.
     pub id: Option<String>,
+    /// Set for a record propagated from another datacenter: where it was first accepted
+    /// and its place in that datacenter's total order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A record's datacenter of origin and its TOId there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// Datacenter id.
+    pub dc: u32,
+    /// Position in that datacenter's total order (0, 1, 2, …).
+    pub toid: u64,
 }
 
 /// Why a submission's JSON is unusable.
@@ -121,6 +134,7 @@ impl Submission {
             seed,
             prehash,
             id,
+            origin: None,
         })
     }
 
@@ -152,6 +166,7 @@ impl Submission {
             seed,
             prehash,
             id,
+            origin: None,
         })
     }
 
