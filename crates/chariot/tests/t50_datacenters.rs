@@ -248,10 +248,8 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
         );
         total += 1;
     }
-    b = Node::start(
-        db.path(),
-        &["--dc-id", "1", "--remote-dc", &format!("0={}", to_a.addr)],
-    );
+    // No --remote-dc: B remembers the remote it was given at run time.
+    b = Node::start(db.path(), &["--dc-id", "1"]);
     to_b.retarget(b.chariots);
     post(
         &b,

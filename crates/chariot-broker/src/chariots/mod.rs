@@ -255,7 +255,11 @@ impl Chariots {
             senders: Arc::new(RwLock::new(HashMap::new())),
             sender_tasks: std::sync::Mutex::new(HashMap::new()),
         };
-        for (dc, addr) in chariots.config.remotes.clone() {
+        // Remotes added at run time are remembered; flags and config win for the same id.
+        let mut remotes: BTreeMap<u32, String> =
+            sender::load_remotes(&chariots.broker.config().data_dir);
+        remotes.extend(chariots.config.remotes.iter().cloned());
+        for (dc, addr) in remotes {
             chariots.add_remote(dc, addr)?;
         }
         Ok(chariots)
@@ -299,7 +303,11 @@ impl Chariots {
         if let Some(old) = tasks.insert(dc, task) {
             old.abort();
         }
-        Ok(())
+        drop(tasks);
+        let all: BTreeMap<u32, String> =
+            self.remotes().into_iter().map(|r| (r.dc, r.addr)).collect();
+        sender::store_remotes(&self.broker.config().data_dir, &all)
+            .map_err(|e| BrokerError::Storage(format!("cannot remember remote datacenters: {e}")))
     }
 
     /// Remote datacenters and how far behind each is.

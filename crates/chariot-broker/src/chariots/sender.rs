@@ -116,6 +116,43 @@ pub fn parse_batch(payload: &[u8]) -> Result<Vec<Submission>, String> {
         .collect())
 }
 
+fn remotes_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DIR).join("remotes.json")
+}
+
+/// Remote datacenters remembered from earlier runs.
+pub(crate) fn load_remotes(data_dir: &Path) -> std::collections::BTreeMap<u32, String> {
+    std::fs::read(remotes_path(data_dir))
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default()
+}
+
+/// Remembers the remote datacenters (atomically: temp file, fsync, rename).
+pub(crate) fn store_remotes(
+    data_dir: &Path,
+    remotes: &std::collections::BTreeMap<u32, String>,
+) -> std::io::Result<()> {
+    write_atomically(
+        &remotes_path(data_dir),
+        &serde_json::to_vec(remotes).map_err(std::io::Error::other)?,
+    )
+}
+
+fn write_atomically(path: &Path, raw: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, raw)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn cursor_path(data_dir: &Path, dc: u32) -> PathBuf {
     data_dir.join(DIR).join(format!("{dc}.json"))
 }
@@ -128,18 +165,10 @@ fn load_cursor(path: &Path) -> Cursor {
 }
 
 fn store_cursor(path: &Path, c: Cursor) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let raw = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, raw)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    write_atomically(
+        path,
+        &serde_json::to_vec(&c).map_err(std::io::Error::other)?,
+    )
 }
 
 pub(crate) struct Sender {
