@@ -276,3 +276,48 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
         .unwrap();
     assert_eq!(cluster["remote_datacenters"][0]["lag_records"], 0);
 }
+
+#[test]
+fn the_chariots_bench_reports_throughput_and_propagation() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(da.path(), &["--dc-id", "0"]);
+    let b = Node::start(db.path(), &["--dc-id", "1"]);
+    post(
+        &a,
+        "/datacenters",
+        json!({"id": 1, "addr": b.chariots.to_string()}),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chariot"))
+        .args([
+            "--addr",
+            &a.tcp.to_string(),
+            "--json",
+            "bench",
+            "--chariots",
+        ])
+        .args(["--chariots-addr", &a.chariots.to_string()])
+        .args(["--remote-addr", &b.tcp.to_string()])
+        .args(["--producers", "2", "--duration", "1", "--rate", "500"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = report["records"].as_u64().unwrap();
+    assert!(records > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(
+        report["queued_first"].as_u64().unwrap() > 0,
+        "child-first chains wait"
+    );
+    // Every posted record reached the other datacenter, and was timed.
+    assert_eq!(
+        report["propagation"]["records"].as_u64(),
+        Some(records),
+        "{report}"
+    );
+    assert!(report["propagation"]["latency"]["p50_us"].as_u64().unwrap() > 0);
+}

@@ -30,6 +30,7 @@
 //!   segment size and sync points. Producer MB/s is reported as a ratio to it.
 
 mod baseline;
+mod chariots;
 mod report;
 mod workers;
 
@@ -84,10 +85,46 @@ pub struct BenchArgs {
     /// producers sent) and report producer throughput as a ratio to it.
     #[arg(long, value_name = "DIR")]
     pub baseline_dir: Option<PathBuf>,
+    /// Load the Chariots causal log instead (see the methodology in `bench --help`'s
+    /// source, `src/bench/chariots.rs`): producers post chains of dependent records to
+    /// the record port.
+    #[arg(long)]
+    pub chariots: bool,
+    /// With --chariots: the record port to post to.
+    #[arg(long, default_value = "127.0.0.1:9000", value_name = "HOST:PORT")]
+    pub chariots_addr: std::net::SocketAddr,
+    /// With --chariots: records per causal chain.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub chain_depth: usize,
+    /// With --chariots: share of chains whose last record is posted before its parent.
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    pub child_first: f64,
+    /// With --chariots: total records/s to pace the producers at (0 = unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub rate: u64,
+    /// With --chariots: native address of a second datacenter this one propagates to;
+    /// its shared log is tailed to measure propagation latency.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs `chariot bench`.
 pub async fn run(conn: &Connection, args: BenchArgs) -> anyhow::Result<()> {
+    if args.chariots {
+        return chariots::run(
+            conn,
+            chariots::ChariotsPlan {
+                addr: args.chariots_addr,
+                producers: args.producers,
+                duration: args.duration,
+                chain_depth: args.chain_depth,
+                child_first: args.child_first,
+                rate: args.rate,
+                remote: args.remote_addr,
+            },
+        )
+        .await;
+    }
     if args.producers == 0 && args.consumers == 0 {
         bail!("nothing to measure: --producers and --consumers are both 0");
     }
