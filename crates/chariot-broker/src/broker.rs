@@ -398,13 +398,7 @@ impl Broker {
         if records.is_empty() {
             return Err(BrokerError::Empty);
         }
-        let max = self.config.max_record_bytes;
-        if let Some(r) = records.iter().find(|r| r.value.len() > max) {
-            return Err(BrokerError::TooLarge {
-                size: r.value.len(),
-                max,
-            });
-        }
+        self.check_record_sizes(records.iter().map(|r| r.value.len()))?;
         let total: usize = records.iter().map(NewRecord::encoded_len).sum();
         if total + chariot_log::batch::HEADER_LEN > self.config.log.max_batch_bytes {
             return Err(BrokerError::TooLarge {
@@ -418,6 +412,15 @@ impl Broker {
             .appender
             .append(Entry::Records(records))
             .await
+    }
+
+    /// Refuses a publish holding a record value above `max_record_bytes`.
+    fn check_record_sizes(&self, mut sizes: impl Iterator<Item = usize>) -> Result<()> {
+        let max = self.config.max_record_bytes;
+        match sizes.find(|&size| size > max) {
+            Some(size) => Err(BrokerError::TooLarge { size, max }),
+            None => Ok(()),
+        }
     }
 
     /// Publishes a client-built record batch (`docs/format.md`) as is.
@@ -441,13 +444,7 @@ impl Broker {
         if batch.is_empty() {
             return Err(BrokerError::Empty);
         }
-        let max = self.config.max_record_bytes;
-        if let Some(r) = batch.records().find(|r| r.value.len() > max) {
-            return Err(BrokerError::TooLarge {
-                size: r.value.len(),
-                max,
-            });
-        }
+        self.check_record_sizes(batch.records().map(|r| r.value.len()))?;
         p.appender.append(Entry::Batch(batch)).await
     }
 

@@ -41,18 +41,12 @@ pub fn dir_name(name: &str) -> String {
     }
     if out.len() > 200 {
         out.truncate(150);
-        out.push_str(&format!("~{:016x}", fnv1a64(name.as_bytes())));
+        out.push_str(&format!(
+            "~{:016x}",
+            crate::chariots::fnv1a64(name.as_bytes())
+        ));
     }
     out
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

@@ -31,16 +31,6 @@ fn get(node: &Node, path: &str) -> (u16, Value) {
     }
 }
 
-/// FNV-1a 64 of `k:v`, as gochariots clients compute prehashes.
-fn hash(k: &str, v: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{k}:{v}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 fn wait_until(mut f: impl FnMut() -> bool) {
     for _ in 0..200 {
         if f() {

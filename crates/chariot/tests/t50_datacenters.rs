@@ -98,15 +98,6 @@ fn post(node: &Node, path: &str, body: Value) -> Value {
     }
 }
 
-fn hash(k: &str, v: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{k}:{v}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// One shared-log record: (origin dc, toid, seed, tags, prehash).
 type Entry = (u64, u64, u64, BTreeMap<String, String>, Vec<u64>);
 

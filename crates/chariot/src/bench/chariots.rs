@@ -36,15 +36,6 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")
 }
@@ -129,7 +120,7 @@ async fn produce(
             let prehash = if i == 0 {
                 0
             } else {
-                fnv(&format!("c:{}", name(i - 1)))
+                chariot_broker::chariots::tag_hash("c", &name(i - 1))
             };
             let record = json!({
                 "Host": 0,

@@ -154,3 +154,14 @@ pub fn call(node: &Node, request: &[u8], with_payload: bool) -> RogReply {
     s.write_all(request).unwrap();
     read_reply(&mut s, with_payload)
 }
+
+/// FNV-1a 64 of `k:v`, as gochariots clients compute prehashes (written out here, not
+/// taken from the server's code, so the tests check the server against the definition).
+pub fn hash(k: &str, v: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{k}:{v}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
