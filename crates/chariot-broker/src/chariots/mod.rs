@@ -327,6 +327,10 @@ impl Chariots {
     pub async fn submit_many(&self, records: Vec<Submission>) -> Vec<Result<Outcome>> {
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
+            if let Err(e) = self.check_size(&record) {
+                pending.push(Err(e));
+                continue;
+            }
             let (reply, rx) = oneshot::channel();
             let sent = self
                 .tx
@@ -336,13 +340,13 @@ impl Chariots {
                     watch: None,
                 })
                 .await;
-            pending.push(sent.map(|()| rx));
+            pending.push(sent.map(|()| rx).map_err(|_| BrokerError::ShuttingDown));
         }
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
             out.push(match p {
                 Ok(rx) => rx.await.unwrap_or(Err(BrokerError::ShuttingDown)),
-                Err(_) => Err(BrokerError::ShuttingDown),
+                Err(e) => Err(e),
             });
         }
         out
@@ -353,10 +357,8 @@ impl Chariots {
         &self.config
     }
 
-    /// Submits a record; returns once it is durably appended or durably queued. With
-    /// `wait`, a queued record's final outcome is returned instead (appended or rejected).
-    pub async fn submit(&self, record: Submission, wait: bool) -> Result<Outcome> {
-        // Tags are the record's payload: bound them like any record value.
+    /// Tags are a record's payload: they are bounded like any record value.
+    fn check_size(&self, record: &Submission) -> Result<()> {
         let size: usize = record
             .tags
             .iter()
@@ -368,6 +370,13 @@ impl Chariots {
         if size > max {
             return Err(BrokerError::TooLarge { size, max });
         }
+        Ok(())
+    }
+
+    /// Submits a record; returns once it is durably appended or durably queued. With
+    /// `wait`, a queued record's final outcome is returned instead (appended or rejected).
+    pub async fn submit(&self, record: Submission, wait: bool) -> Result<Outcome> {
+        self.check_size(&record)?;
         let (reply, rx) = oneshot::channel();
         let (watch, final_rx) = if wait {
             let (t, r) = oneshot::channel();
