@@ -14,6 +14,10 @@ no dependency on the server's code, the way Rog's own Python integration tests d
 * ``Connection`` wraps one TCP connection with a method per command; errors come back as
   ``RogError`` (Rog's uncoded form) or ``ExtError`` (code + message).
 * ``Http`` is a tiny JSON-over-HTTP helper for the HTTP API.
+* **Chariots** (the causal log): ``fnv1a64``/``tag_hash`` compute dependency hashes as
+  gochariots clients do; ``encode_chariots_frame`` and ``read_chariots_ack`` speak the
+  record port's framing (``u32`` length counting the type byte, type ``r``/``s``/``a``,
+  JSON payload).
 
 All integers on the wire are big-endian. Every read has a timeout so that a server that
 hangs makes a test fail instead of blocking the suite.
@@ -680,6 +684,73 @@ def one_shot(host: str, port: int, request: bytes, reader) -> object:
     with Connection(host, port) as c:
         c.send_raw(request)
         return reader(c.sock)
+
+
+# --------------------------------------------------------------------------------------
+# Chariots: tag hashes and the record port (docs/protocol.md, "Protocol 3")
+
+FRAME_RECORD = ord("r")
+FRAME_RECORDS = ord("s")
+FRAME_ACK = ord("a")
+
+FNV64_OFFSET = 0xCBF29CE484222325
+FNV64_PRIME = 0x100000001B3
+
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a, 64 bits: the hash a dependency (``prehash``) names a tag by."""
+    h = FNV64_OFFSET
+    for b in data:
+        h ^= b
+        h = (h * FNV64_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def tag_hash(key: str, value: str) -> int:
+    """The hash of the tag ``key: value``: FNV-1a 64 of the UTF-8 bytes of ``key:value``."""
+    return fnv1a64(f"{key}:{value}".encode("utf-8"))
+
+
+def encode_chariots_frame(kind: int, payload: bytes, length: Optional[int] = None) -> bytes:
+    """``u32`` length (counting the type byte), the type byte, the payload. ``length``
+    overrides the declared length for malformed-frame tests."""
+    return u32(len(payload) + 1 if length is None else length) + u8(kind) + payload
+
+
+def gochariots_record(tags: dict, seed: int = 0, prehash=0, **extra) -> dict:
+    """A record in the batcher's JSON form, as gochariots' scripts build it."""
+    return {"Host": 0, "Tags": tags, "Pre": {"Hash": prehash}, "Seed": seed, **extra}
+
+
+def encode_record_frame(record) -> bytes:
+    """An ``'r'`` frame carrying ``record`` (a dict, or JSON text/bytes sent as given)."""
+    if isinstance(record, dict):
+        record = json.dumps(record)
+    if isinstance(record, str):
+        record = record.encode()
+    return encode_chariots_frame(FRAME_RECORD, record)
+
+
+def encode_records_frame(records: list) -> bytes:
+    """An ``'s'`` frame carrying a JSON array of records."""
+    return encode_chariots_frame(FRAME_RECORDS, json.dumps(records).encode())
+
+
+def read_chariots_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """One frame: ``(type byte, payload)``."""
+    n = struct.unpack(">I", recv_exact(sock, 4))[0]
+    if n == 0 or n > DEFAULT_MAX_FRAME:
+        raise ProtocolError(f"Chariots frame length {n} out of bounds")
+    kind = recv_exact(sock, 1)[0]
+    return kind, recv_exact(sock, n - 1)
+
+
+def read_chariots_ack(sock: socket.socket):
+    """The next ``'a'`` frame's JSON payload (an outcome, an array of them, or an error)."""
+    kind, payload = read_chariots_frame(sock)
+    if kind != FRAME_ACK:
+        raise ProtocolError(f"expected an 'a' frame, got type {kind:#04x}")
+    return json.loads(payload)
 
 
 # --------------------------------------------------------------------------------------

@@ -223,7 +223,12 @@ async fn connection(
         }
         if can_write && !outbox.is_empty() {
             // A client that closed without reading makes this fail; its records are in.
-            can_write = socket.write_all(&outbox).await.is_ok();
+            // One that stays connected but never reads blocks it once the socket buffer is
+            // full, which is backpressure, up to shutdown.
+            can_write = tokio::select! {
+                r = socket.write_all(&outbox) => r.is_ok(),
+                _ = stop.changed() => return Ok(()),
+            };
         }
         outbox.clear();
         if close || *stop.borrow() {

@@ -116,8 +116,6 @@ where
 
 /// The router, for tests and embedding.
 pub fn router(broker: Arc<Broker>) -> Router {
-    // Base64 inflates binary payloads by a third; leave room for JSON around a full batch.
-    let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
     Router::new()
         .route("/health", get(health))
         .route("/logs", get(list_logs).post(create_log))
@@ -137,7 +135,6 @@ pub fn router(broker: Arc<Broker>) -> Router {
                 message: "no such endpoint".into(),
             }
         })
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(broker)
 }
 
@@ -148,7 +145,11 @@ pub async fn serve(
     chariots: Arc<chariot_broker::chariots::Chariots>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = router(broker).merge(crate::chariots_http::router(chariots));
+    // Base64 inflates binary payloads by a third; leave room for JSON around a full batch.
+    let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
+    let app = router(broker)
+        .merge(crate::chariots_http::router(chariots))
+        .layer(DefaultBodyLimit::max(body_limit));
     let shutdown = async move {
         let _ = stop.changed().await;
     };

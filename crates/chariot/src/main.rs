@@ -4,7 +4,8 @@
 //! Layout:
 //! - `serve`: options and startup of one server node.
 //! - `commands`: the client subcommands (`log`, `publish`, `fetch`, `ack`, `consume`,
-//!   `read`), one file each, sharing the connection options.
+//!   `read` over the native protocol; `record`, the Chariots causal log, over HTTP), one
+//!   file each, sharing the connection options.
 //! - `output`: how results and record payloads are printed, for people and for scripts.
 //! - `bench`: `chariot bench`, its workers, its report and the raw-disk baseline.
 //!
@@ -63,6 +64,12 @@ enum Command {
     Consume(commands::consume::ConsumeArgs),
     /// Print records by offset, without touching any consumer group.
     Read(commands::read::ReadArgs),
+    /// The Chariots causal log over the HTTP API (--http): post, get, find, hash, waiting.
+    ///
+    /// Post records that depend on others (by tag, within a seed), look them up by log id
+    /// or by tag, hash a tag, and see the dependency queue.
+    #[command(subcommand)]
+    Record(commands::record::RecordCommand),
     /// Drive a running server with producers and consumers and report throughput and
     /// latency.
     ///
@@ -113,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ack(args) => commands::fetch::ack(&conn, args).await,
         Command::Consume(args) => commands::consume::run(&conn, args).await,
         Command::Read(args) => commands::read::run(&conn, args).await,
+        Command::Record(command) => commands::record::run(&conn, command).await,
         Command::Bench(args) => bench::run(&conn, args).await,
     }
 }

@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod log;
 pub mod publish;
 pub mod read;
+pub mod record;
 
 use std::time::Duration;
 
@@ -25,6 +26,16 @@ pub struct Connection {
         value_name = "HOST:PORT"
     )]
     pub addr: String,
+    /// Address of the HTTP API, for `chariot record` (the Chariots causal log); an
+    /// `http://` URL is accepted too.
+    #[arg(
+        long,
+        global = true,
+        env = "CHARIOT_HTTP",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    pub http: String,
     /// Machine-readable output (JSON); see the end of --help.
     #[arg(long, global = true)]
     pub json: bool,

@@ -16,12 +16,21 @@ pub struct Server {
     child: Child,
     /// Native protocol address, from the ready line.
     pub tcp: SocketAddr,
+    /// HTTP API address, from the ready line.
+    pub http: SocketAddr,
+    /// Chariots record port address, from the ready line.
+    pub chariots: SocketAddr,
     _data: TempDir,
 }
 
 impl Server {
     /// Starts a server on port 0 and waits for its ready line on stdout.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server on port 0 with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(CHARIOT)
             .arg("serve")
@@ -29,6 +38,7 @@ impl Server {
             .arg(data.path())
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--chariots-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -40,26 +50,30 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the ready line");
-        // `chariot listening tcp=<addr> http=<addr>`
-        let tcp = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("tcp="))
-            .unwrap_or_else(|| panic!("no tcp= in the ready line {line:?}"))
-            .parse()
-            .expect("tcp address");
+        // `chariot listening tcp=<addr> http=<addr> chariots=<addr>`
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in the ready line {line:?}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
+        };
         Server {
             child,
-            tcp,
+            tcp: addr("tcp="),
+            http: addr("http="),
+            chariots: addr("chariots="),
             _data: data,
         }
     }
 
-    /// Runs `chariot --addr <this server> ARGS`.
+    /// Runs `chariot --addr <this server> --http <this server> ARGS`.
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with_stdin(args, None)
     }
 
-    /// Runs `chariot --addr <this server> ARGS` with `input` on stdin.
+    /// Runs `chariot --addr <this server> --http <this server> ARGS` with `input` on
+    /// stdin.
     pub fn run_with_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Run {
         run(self.command(args), input)
     }
@@ -69,8 +83,10 @@ impl Server {
         let mut command = Command::new(CHARIOT);
         command
             .args(["--addr", &self.tcp.to_string(), "--timeout", "10"])
+            .args(["--http", &self.http.to_string()])
             .args(args)
             .env_remove("CHARIOT_ADDR")
+            .env_remove("CHARIOT_HTTP")
             .env("RUST_LOG", "warn");
         command
     }
@@ -146,7 +162,8 @@ impl Run {
     }
 }
 
-fn run(mut command: Command, input: Option<&[u8]>) -> Run {
+/// Runs `command` to completion, with `input` on stdin (else stdin is empty).
+pub fn run(mut command: Command, input: Option<&[u8]>) -> Run {
     command
         .stdin(if input.is_some() {
             Stdio::piped()
