@@ -713,8 +713,13 @@ impl Shared {
                 }
                 Err(e) => Err(SlotError::from_error(e)),
             };
+            // Publish every outcome before waking anyone: a woken appender may preempt
+            // this thread on a 2-core machine, and should not delay the rest of the group.
             for s in &group {
-                s.complete(outcome.clone());
+                let _ = s.outcome.set(outcome.clone());
+            }
+            for s in &group {
+                s.thread.unpark();
             }
             let more = synced.is_ok() && !lock(&self.writer).pending_slots.is_empty();
             if more && rounds < EXTRA_ROUNDS {
