@@ -177,9 +177,20 @@ fn append_group(log: &Log, group: Vec<Request>) {
     let mut builder: Option<RecordBatchBuilder> = None;
     let mut placements = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
+    // Merged publishes must still fit one batch.
+    let max_batch = log.config().max_batch_bytes;
     for req in group {
+        let size = req.entry.size();
         match req.entry {
             Entry::Records(records) => {
+                if builder
+                    .as_ref()
+                    .is_some_and(|b| b.size() + size > max_batch)
+                {
+                    if let Some(b) = builder.take() {
+                        batches.push(b.build());
+                    }
+                }
                 let b = builder.get_or_insert_with(RecordBatchBuilder::new);
                 placements.push(Placement {
                     batch: batches.len(),

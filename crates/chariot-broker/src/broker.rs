@@ -46,6 +46,14 @@ struct LogMeta {
     name: String,
     partitions: u32,
     created_at_ms: i64,
+    /// False for logs whose history is state (the Chariots shared log): retention
+    /// settings never delete their segments.
+    #[serde(default = "yes")]
+    retention: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 struct Partition {
@@ -223,8 +231,13 @@ impl Broker {
     fn open_log(config: &BrokerConfig, meta: LogMeta, dir: PathBuf) -> Result<LogEntry> {
         let group_bytes = (config.log.segment_bytes / 2).min(8 << 20) as usize;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        let mut log_config = config.log.clone();
+        if !meta.retention {
+            log_config.retention_bytes = None;
+            log_config.retention_age = None;
+        }
         for p in 0..meta.partitions {
-            let log = Arc::new(Log::open(dir.join(p.to_string()), config.log.clone())?);
+            let log = Arc::new(Log::open(dir.join(p.to_string()), log_config.clone())?);
             let appender =
                 Appender::start(format!("{}-{p}", meta.name), Arc::clone(&log), group_bytes)?;
             partitions.push(Partition { log, appender });
@@ -260,6 +273,18 @@ impl Broker {
 
     /// Creates a log with `partitions` partitions.
     pub async fn create_log(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create(name, partitions, true).await
+    }
+
+    /// Creates the log unless it exists, exempt from retention (its history is state).
+    pub async fn ensure_internal_log(&self, name: &str, partitions: u32) -> Result<()> {
+        match self.create(name, partitions, false).await {
+            Ok(()) | Err(BrokerError::LogExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, name: &str, partitions: u32, retention: bool) -> Result<()> {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(BrokerError::InvalidPartitionCount);
         }
@@ -281,6 +306,7 @@ impl Broker {
             name: name.to_string(),
             partitions,
             created_at_ms: now_ms(),
+            retention,
         };
         let build = || -> Result<()> {
             let _ = std::fs::remove_dir_all(&tmp);

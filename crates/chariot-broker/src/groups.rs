@@ -210,7 +210,11 @@ fn replay(log: &Log) -> Result<HashMap<GroupKey, u64>> {
                                 rec.offset
                             )));
                         };
-                        map.insert(k, u64::from_be_bytes(v));
+                        // Concurrent acks of one group may land in either order; an
+                        // offset only ever moves forward, so the largest one wins.
+                        let offset = u64::from_be_bytes(v);
+                        let e = map.entry(k).or_insert(offset);
+                        *e = (*e).max(offset);
                     }
                     Some(KIND_DELETE_LOG) => {
                         let log_name = String::from_utf8_lossy(key);
@@ -337,6 +341,30 @@ mod tests {
         drop(store);
         let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
         assert_eq!(store.get(&key("a")), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_landing_out_of_order_replay_to_the_largest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = GroupKey {
+            log: "l".into(),
+            partition: 0,
+            group: "g".into(),
+        };
+        {
+            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            // Two concurrent acks reserved 6 and 7; 7's commit reached the log first.
+            store
+                .append(Entry::Records(vec![commit_record(&key, 7)]))
+                .await
+                .unwrap();
+            store
+                .append(Entry::Records(vec![commit_record(&key, 6)]))
+                .await
+                .unwrap();
+        }
+        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        assert_eq!(store.get(&key), 7);
     }
 
     #[test]

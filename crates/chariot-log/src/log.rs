@@ -433,6 +433,11 @@ impl Log {
         }))
     }
 
+    /// The configuration this log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
     /// Earliest offset still held (retention moves it forward).
     pub fn earliest_offset(&self) -> u64 {
         self.shared
@@ -790,9 +795,15 @@ impl Shared {
         for s in &group {
             s.complete(Ok(()));
         }
+        // A segment that could not be created leaves nothing behind: appends continue in
+        // the sealed one, which recovery treats as active again. But a created file that
+        // is not in the list (its directory entry not durable) would break the next
+        // roll and the next open: refuse further writes instead.
         let seg = Arc::new(Segment::create(&self.dir, w.next_offset)?);
         seg.preallocate(self.config.segment_bytes);
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(self.poison(e));
+        }
         let mut list: Vec<Arc<Segment>> = self.segment_list().iter().cloned().collect();
         list.push(Arc::clone(&seg));
         self.set_segment_list(list);

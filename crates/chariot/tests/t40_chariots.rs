@@ -295,3 +295,78 @@ fn record_port_frames_from_clients_that_read_and_clients_that_never_do() {
     assert!(String::from_utf8_lossy(&body).contains("bad_request"));
     assert_eq!(get(&node, "/health").0, 200);
 }
+
+#[test]
+fn a_cascade_of_large_records_is_split_into_batches_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB segments make the batch limit 1 MiB. 130 children with 8 KB tags (1.06 MB)
+    // wait for one parent; its arrival frees them all in one sequencer round, which must
+    // append them as several batches, not refuse them as one.
+    let node = Node::start(dir.path(), &["--segment-bytes", "1048576"]);
+    let records: Vec<Value> = (0..130)
+        .map(|i| {
+            json!({"Host": 0, "Tags": {"big": "x".repeat(8000), "child": i.to_string()},
+                   "Pre": {"Hash": hash("parent", "1")}, "Seed": 1})
+        })
+        .collect();
+    let mut s = std::net::TcpStream::connect(node.chariots).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&frame(b's', Value::Array(records).to_string().as_bytes()))
+        .unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(head[..4].try_into().unwrap()) as usize - 1];
+    s.read_exact(&mut body).unwrap();
+    let acks: Value = serde_json::from_slice(&body).unwrap();
+    assert!(acks
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["status"] == "waiting"));
+    post(
+        &node,
+        "/record",
+        json!({"tags": {"parent": "1"}, "seed": 1}),
+    );
+    wait_until(|| {
+        get(&node, "/records/waiting")
+            .1
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    let (_, children) = get(
+        &node,
+        &format!("/records?hash={}", hash("big", &"x".repeat(8000))),
+    );
+    assert_eq!(children.as_array().unwrap().len(), 130);
+}
+
+#[test]
+fn a_node_pointed_at_itself_refuses_its_own_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--dc-id", "0"]);
+    post(
+        &node,
+        "/datacenters",
+        json!({"id": 1, "addr": node.chariots.to_string()}),
+    );
+    post(
+        &node,
+        "/record",
+        json!({"tags": {"only": "once"}, "seed": 1}),
+    );
+    wait_until(|| {
+        let c = get(&node, "/cluster").1;
+        c["remote_datacenters"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("its own records"))
+    });
+    assert_eq!(
+        get(&node, "/records?tag=only:once")
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -581,7 +581,10 @@ impl Sequencer {
     /// Rebuilds index, filter, TOId counter and queue from the shared log and the queue log.
     async fn recover(&mut self, queue_log: &Log) -> Result<()> {
         let mut appended_from_queue = HashMap::new();
-        let mut at = 0;
+        let mut at = match self.broker.describe_log(&self.config.log) {
+            Ok(d) => d.partitions.first().map_or(0, |p| p.earliest_offset),
+            Err(_) => 0,
+        };
         loop {
             let batch = match self.broker.read_records(&self.config.log, 0, at, 10_000) {
                 Err(BrokerError::UnknownLog(_)) => Vec::new(),
@@ -590,7 +593,15 @@ impl Sequencer {
             let Some(last) = batch.last() else { break };
             at = last.offset + 1;
             for r in &batch {
-                let rec = decode_stored(r)?;
+                let Ok(rec) = decode_stored(r) else {
+                    // Someone published a plain record to the shared log by its name;
+                    // it takes no part in causality.
+                    tracing::warn!(
+                        lid = r.offset,
+                        "skipping a non-Chariots record in the shared log"
+                    );
+                    continue;
+                };
                 let meta_queued = serde_json::from_slice::<RecordMeta>(&r.value)
                     .ok()
                     .and_then(|m| m.queued_as);
@@ -922,9 +933,22 @@ impl Sequencer {
     /// that came out of the queue go back to it if the append fails (they are still
     /// durable there).
     async fn maintain(&mut self, ready: Vec<Ready>) {
+        // Chunks stay well inside one publish's batch limit, whatever the tag sizes.
+        let budget = self.broker.config().log.max_batch_bytes / 2;
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
-            let chunk: Vec<Ready> = ready.by_ref().take(1000).collect();
+            let mut chunk: Vec<Ready> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(next) = ready.peek() {
+                let size = approx_size(&next.record);
+                if !chunk.is_empty() && (chunk.len() >= 1000 || bytes + size > budget) {
+                    break;
+                }
+                bytes += size;
+                if let Some(r) = ready.next() {
+                    chunk.push(r);
+                }
+            }
             let now = now_ms();
             // Local records take this datacenter's next TOIds; propagated ones keep theirs.
             let mut next_local = self.next_toid;
@@ -963,7 +987,7 @@ impl Sequencer {
                     }
                 })
                 .collect();
-            let appended = match self.broker.ensure_log(&self.config.log, 1).await {
+            let appended = match self.broker.ensure_internal_log(&self.config.log, 1).await {
                 Ok(()) => self.broker.publish(&self.config.log, 0, records).await,
                 Err(e) => Err(e),
             };
@@ -998,7 +1022,11 @@ impl Sequencer {
                 Err(e) => {
                     tracing::error!(error = %e, "appending to the shared log failed");
                     let msg = e.to_string();
-                    for r in chunk {
+                    // Later records were admitted assuming this chunk lands (their
+                    // dependencies, their origin's previous TOId): none of them may be
+                    // appended now. Queued ones go back to the queue, the rest fail.
+                    let rest: Vec<Ready> = ready.by_ref().collect();
+                    for r in chunk.into_iter().chain(rest) {
                         if let Some(reply) = r.reply {
                             let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
                         }
@@ -1068,6 +1096,17 @@ impl Sequencer {
         }
         self.publish_waiting();
     }
+}
+
+/// About how many bytes a record takes in the shared log (tags, metadata, overhead).
+fn approx_size(r: &Submission) -> usize {
+    r.tags
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>()
+        + r.id.as_ref().map_or(0, String::len) * 2
+        + 24 * r.prehash.len()
+        + 160
 }
 
 fn queue_record(entry: &QueueEntry) -> NewRecord {

@@ -210,7 +210,7 @@ impl Sender {
             };
             let end = last.offset + 1;
             for s in &stored {
-                let rec = decode_stored(s)?;
+                let Ok(rec) = decode_stored(s) else { continue };
                 if rec.origin_dc == self.local_dc && rec.toid >= cursor.next_toid {
                     out.push((
                         rec.lid,
@@ -240,6 +240,11 @@ impl Sender {
     pub(crate) async fn run(self) {
         let path = cursor_path(&self.broker.config().data_dir, self.remote_dc);
         let mut cursor = load_cursor(&path);
+        // Never read below what the shared log still holds.
+        if let Ok(d) = self.broker.describe_log(&self.log) {
+            let earliest = d.partitions.first().map_or(0, |p| p.earliest_offset);
+            cursor.from_lid = cursor.from_lid.max(earliest);
+        }
         self.update(|s| s.acked_next_toid = cursor.next_toid);
         let mut conn: Option<Box<dyn Link>> = None;
         let mut backoff = Duration::from_millis(100);
