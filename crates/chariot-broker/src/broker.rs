@@ -525,12 +525,7 @@ impl Broker {
     pub fn fetch(&self, log: &str, partition: u32, group: &str) -> Result<StoredRecord> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
-        let key = GroupKey {
-            log: log.to_string(),
-            partition,
-            group: group.to_string(),
-        };
-        let committed = self.offsets()?.get(&key);
+        let committed = self.offsets()?.get(&group_key(log, partition, group));
         // A group left behind by retention resumes at the earliest retained record.
         let at = committed.max(p.log.earliest_offset());
         if at >= p.log.next_offset() {
@@ -549,13 +544,10 @@ impl Broker {
     pub async fn ack(&self, log: &str, partition: u32, group: &str) -> Result<u64> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
-        let key = GroupKey {
-            log: log.to_string(),
-            partition,
-            group: group.to_string(),
-        };
         let (floor, end) = (p.log.earliest_offset(), p.log.next_offset());
-        self.offsets()?.advance(key, floor, end).await
+        self.offsets()?
+            .advance(group_key(log, partition, group), floor, end)
+            .await
     }
 
     /// Stops every appender (what they accepted is appended), then flushes and closes
@@ -583,6 +575,29 @@ impl Broker {
             o.stop();
         }
         tracing::info!("broker closed");
+    }
+}
+
+fn group_key(log: &str, partition: u32, group: &str) -> GroupKey {
+    GroupKey {
+        log: log.to_string(),
+        partition,
+        group: group.to_string(),
+    }
+}
+
+impl StoredRecord {
+    /// Headers as text (invalid UTF-8 replaced), by name; Chariots tags are headers.
+    pub fn headers_lossy(&self) -> BTreeMap<String, String> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
     }
 }
 

@@ -780,21 +780,39 @@ impl Shared {
         self.lead_sync()
     }
 
-    fn roll(&self, w: &mut Writer) -> Result<()> {
-        let (group, written) = self.write_pending(w);
-        written?;
-        if let Err(e) = w.active.seal() {
+    /// Makes a group just written by the writer durable with `sync`, publishes it, and
+    /// completes its slots: `Ok` where `kept` says so, `Truncated` elsewhere. A failed
+    /// sync poisons the log and fails the whole group.
+    fn settle(
+        &self,
+        w: &Writer,
+        group: &[Arc<Slot>],
+        sync: impl FnOnce() -> Result<()>,
+        kept: impl Fn(&Slot) -> bool,
+    ) -> Result<()> {
+        if let Err(e) = sync() {
             let e = self.poison(e);
-            for s in &group {
+            for s in group {
                 s.complete(Err(SlotError::Poisoned));
             }
             return Err(e);
         }
-        // Sealing synced the segment: everything written so far is durable.
         self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
-        for s in &group {
-            s.complete(Ok(()));
+        for s in group {
+            s.complete(if kept(s) {
+                Ok(())
+            } else {
+                Err(SlotError::Truncated(s.next - 1))
+            });
         }
+        Ok(())
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let (group, written) = self.write_pending(w);
+        written?;
+        // Sealing syncs the segment: everything written so far becomes durable.
+        self.settle(w, &group, || w.active.seal(), |_| true)?;
         // A segment that could not be created leaves nothing behind: appends continue in
         // the sealed one, which recovery treats as active again. But a created file that
         // is not in the list (its directory entry not durable) would break the next
@@ -861,22 +879,7 @@ impl Shared {
         let (group, written) = self.write_pending(&mut w);
         written?;
         if !group.is_empty() {
-            if let Err(e) = w.active.sync() {
-                let e = self.poison(e);
-                for s in &group {
-                    s.complete(Err(SlotError::Poisoned));
-                }
-                return Err(e);
-            }
-            self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
-            for s in &group {
-                let kept = s.next <= offset;
-                s.complete(if kept {
-                    Ok(())
-                } else {
-                    Err(SlotError::Truncated(s.next - 1))
-                });
-            }
+            self.settle(&w, &group, || w.active.sync(), |s| s.next <= offset)?;
         }
         let list = self.segment_list();
         let earliest = list.first().map_or(0, |s| s.base_offset());

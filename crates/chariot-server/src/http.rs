@@ -4,7 +4,6 @@
 //! including the ones axum itself would answer in plain text (malformed JSON, a body over
 //! the limit, a non-numeric partition in the path).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -282,16 +281,7 @@ fn render(r: &StoredRecord, force_base64: bool) -> Value {
             BASE64.encode(k)
         }
     });
-    let headers: BTreeMap<String, String> = r
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect();
+    let headers = r.headers_lossy();
     json!({
         "offset": r.offset,
         "timestamp": r.timestamp,

@@ -474,16 +474,7 @@ fn decode_stored(r: &crate::StoredRecord) -> Result<ChariotsRecord> {
             r.offset
         ))
     })?;
-    let tags = r
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect();
+    let tags = r.headers_lossy();
     Ok(ChariotsRecord {
         lid: r.offset,
         tags,
