@@ -4,17 +4,23 @@
 //! it is appended to the shared log only once, for each dependency, a record of the same
 //! seed carrying a tag with that hash is already there. The stages keep the paper's names:
 //!
-//! - **batcher**: submissions from HTTP and TCP queue on one channel; the sequencer takes
-//!   everything queued at once, so one fsync covers many records;
-//! - **filter**: a client id seen before gets the first submission's outcome;
-//! - **queue**: records whose dependencies are missing wait in the *dependency queue*,
-//!   which is durable (an internal log, `__chariots_queue`) and bounded (a maximum wait,
-//!   after which a record is rejected with a reason, and a maximum size, past which new
-//!   records get a "busy" error);
-//! - **maintainer**: appends ready records, in arrival order, to the shared log (a normal
-//!   Chariot log with one partition; a record's LId is its offset);
-//! - **indexer**: tag hash → LIds, and the (seed, hash) pairs present, rebuilt from the
-//!   shared log on start.
+//! The stages are tokio tasks joined by bounded channels, so a slow stage holds back the
+//! ones before it (backpressure), down to the HTTP and TCP handlers:
+//!
+//! - **batcher**: takes every submission queued by HTTP and TCP at once and passes them
+//!   on as one batch, so one fsync covers many records;
+//! - **filter** and **queue** (one task, the *sequencer*, because both own the causal
+//!   state): a client id seen before gets the first submission's outcome; records whose
+//!   dependencies are missing wait in the *dependency queue*, which is durable (an
+//!   internal log, `__chariots_queue`) and bounded (a maximum wait, after which a record is
+//!   rejected with a reason, and a maximum size, past which new records get a "busy"
+//!   error); ready records are released in order, with their TOIds;
+//! - **maintainer**: appends released records to the shared log (a Chariot log with one
+//!   partition, exempt from retention; a record's LId is its offset) and answers the
+//!   clients. If an append fails, the records released after it were admitted assuming
+//!   it landed, so the service stops (every later submission is refused) until a restart
+//!   rebuilds the exact state from disk, as the storage engine does after an fsync error;
+//! - **indexer**: tag hash → LIds for lookups; rebuilt from the shared log on start.
 //!
 //! - **sender**: one task per remote datacenter propagates this datacenter's records in
 //!   TOId order, durably and at least once; a propagated record is appended only after
@@ -27,7 +33,7 @@ pub mod record;
 pub mod sender;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -191,6 +197,8 @@ struct StatusView {
     waiting: BTreeMap<u64, QueuedRecord>,
     rejected: VecDeque<QueuedRecord>,
     resolved: HashMap<u64, u64>,
+    /// Queue ids whose dependencies arrived, on their way to the log.
+    in_flight: HashSet<u64>,
 }
 
 fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -236,13 +244,33 @@ impl Chariots {
             next_toid: 0,
             expected: HashMap::new(),
             queued_remote: HashSet::new(),
-            toid_counter: Arc::clone(&toid_counter),
-            appended: Arc::clone(&appended),
+            maintainer: None,
+            in_flight: HashSet::new(),
+            stopped: Arc::new(AtomicBool::new(false)),
         };
         seq.recover(&queue_log).await?;
         toid_counter.store(seq.next_toid, Ordering::Release);
-        let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(seq.run(rx));
+        // The pipeline: batcher -> sequencer (filter, queue) -> maintainer -> indexer.
+        let (tx, submissions) = mpsc::channel(8192);
+        let (to_sequencer, batches) = mpsc::channel(16);
+        let (to_maintainer, released) = mpsc::channel(16);
+        let (to_indexer, indexing) = mpsc::channel(16);
+        let (feedback, feedback_rx) = mpsc::unbounded_channel();
+        seq.maintainer = Some(to_maintainer);
+        let maintainer = Maintainer {
+            broker: Arc::clone(&broker),
+            log: config.log.clone(),
+            status: Arc::clone(&status),
+            indexer: to_indexer,
+            feedback,
+            stopped: Arc::clone(&seq.stopped),
+            toid_counter: Arc::clone(&toid_counter),
+            appended: Arc::clone(&appended),
+        };
+        tokio::spawn(batcher(submissions, to_sequencer));
+        tokio::spawn(seq.run(batches, feedback_rx));
+        tokio::spawn(maintainer.run(released));
+        tokio::spawn(indexer(Arc::clone(&index), indexing));
         let chariots = Self {
             config,
             broker,
@@ -454,7 +482,7 @@ impl Chariots {
         if let Some(lid) = s.resolved.get(&id) {
             return Some(Outcome::Appended { lid: *lid });
         }
-        if s.waiting.contains_key(&id) {
+        if s.waiting.contains_key(&id) || s.in_flight.contains(&id) {
             return Some(Outcome::Waiting { id });
         }
         s.rejected
@@ -495,16 +523,18 @@ struct Sequencer {
     queue: Appender,
     index: Arc<RwLock<Index>>,
     status: Arc<RwLock<StatusView>>,
+    /// Released records on their way to the maintainer.
+    maintainer: Option<mpsc::Sender<Vec<Released>>>,
+    /// Client ids released but not yet appended: a repeat is told to retry.
+    in_flight: HashSet<String>,
+    /// Set by the maintainer when an append failed: nothing more is accepted.
+    stopped: Arc<AtomicBool>,
     /// (seed, tag hash) pairs in the shared log: the dependency check.
     present: HashSet<(u64, u64)>,
     /// Per remote origin: the TOId it must append next (everything below is in the log).
     expected: HashMap<u32, u64>,
     /// Propagated records waiting in the queue, for deduplication.
     queued_remote: HashSet<Origin>,
-    /// This datacenter's next TOId, published for the senders and `/cluster`.
-    toid_counter: Arc<AtomicU64>,
-    /// Woken after every append, so senders propagate without polling delay.
-    appended: Arc<Notify>,
     /// Filter: client id → outcome of its first submission.
     ids: HashMap<String, Outcome>,
     /// Dependency queue, in arrival order (ids are increasing).
@@ -536,7 +566,6 @@ struct Ready {
     queued_as: Option<u64>,
     reply: Option<oneshot::Sender<Result<Outcome>>>,
     watchers: Vec<oneshot::Sender<Outcome>>,
-    accepted_at_ms: i64,
 }
 
 impl Sequencer {
@@ -666,22 +695,26 @@ impl Sequencer {
         Ok(())
     }
 
+    /// Recovery: a record found in the shared log.
     fn note_appended(&mut self, rec: &ChariotsRecord) {
-        let mut index = lock_write(&self.index);
-        for (k, v) in &rec.tags {
-            let h = tag_hash(k, v);
-            self.present.insert((rec.seed, h));
-            index.by_hash.entry(h).or_default().push(rec.lid);
-        }
-        if rec.origin_dc == self.config.dc_id {
-            self.next_toid = self.next_toid.max(rec.toid + 1);
-        } else {
-            let e = self.expected.entry(rec.origin_dc).or_insert(0);
-            *e = (*e).max(rec.toid + 1);
-        }
+        self.admit(&rec.tags, rec.seed, rec.origin_dc, rec.toid);
+        index_record(&mut lock_write(&self.index), rec.lid, &rec.tags);
         if let Some(id) = &rec.id {
             self.ids
                 .insert(id.clone(), Outcome::Appended { lid: rec.lid });
+        }
+    }
+
+    /// The causal state a record adds once it is (or is about to be) in the log.
+    fn admit(&mut self, tags: &BTreeMap<String, String>, seed: u64, origin_dc: u32, toid: u64) {
+        for (k, v) in tags {
+            self.present.insert((seed, tag_hash(k, v)));
+        }
+        if origin_dc == self.config.dc_id {
+            self.next_toid = self.next_toid.max(toid + 1);
+        } else {
+            let e = self.expected.entry(origin_dc).or_insert(0);
+            *e = (*e).max(toid + 1);
         }
     }
 
@@ -737,22 +770,23 @@ impl Sequencer {
         lock_write(&self.status).waiting = view;
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Vec<Command>>,
+        mut feedback: mpsc::UnboundedReceiver<Feedback>,
+    ) {
         let period =
             (self.config.max_wait / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                cmd = rx.recv() => {
-                    let Some(first) = cmd else { break };
-                    let mut cmds = vec![first];
-                    while cmds.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(c) => cmds.push(c),
-                            Err(_) => break,
-                        }
-                    }
+                // What the maintainer appended is applied before new submissions, so a
+                // client repeating an id after its answer always finds it.
+                biased;
+                Some(fb) = feedback.recv() => self.apply(fb),
+                cmds = batches.recv() => {
+                    let Some(cmds) = cmds else { break };
                     self.flush(cmds).await;
                 }
                 _ = tick.tick() => self.expire().await,
@@ -761,9 +795,22 @@ impl Sequencer {
         self.queue.stop();
     }
 
+    fn apply(&mut self, fb: Feedback) {
+        for (id, lid) in fb.appended_ids {
+            self.in_flight.remove(&id);
+            self.ids.insert(id, Outcome::Appended { lid });
+        }
+    }
+
     /// Filter, then decide for each submission (in arrival order) whether it is ready;
     /// cascade through the queue; persist; reply.
     async fn flush(&mut self, cmds: Vec<Command>) {
+        if self.stopped.load(Ordering::Acquire) {
+            for Command::Submit { reply, .. } in cmds {
+                let _ = reply.send(Err(stopped_error()));
+            }
+            return;
+        }
         let mut ready: Vec<Ready> = Vec::new();
         let mut to_queue: Vec<Command> = Vec::new();
         let mut tentative = Tentative::default();
@@ -789,7 +836,7 @@ impl Sequencer {
                     let _ = reply.send(Ok(outcome.clone()));
                     continue;
                 }
-                if !batch_ids.insert(id.clone()) {
+                if self.in_flight.contains(id) || !batch_ids.insert(id.clone()) {
                     // A duplicate of a record still in this batch: the client retried
                     // before hearing back. It will get an answer from its first copy.
                     let _ = reply.send(Err(BrokerError::Busy(
@@ -805,7 +852,6 @@ impl Sequencer {
                     queued_as: None,
                     reply: Some(reply),
                     watchers: watch.into_iter().collect(),
-                    accepted_at_ms: now_ms(),
                 });
             } else {
                 to_queue.push(Command::Submit {
@@ -901,12 +947,11 @@ impl Sequencer {
                         queued_as: Some(id),
                         reply: None,
                         watchers: w.watchers,
-                        accepted_at_ms: w.accepted_at_ms,
                     });
                 }
             }
         }
-        self.maintain(ready).await;
+        self.release(ready).await;
         for (id, reply) in new_waiting {
             let outcome = match lock_read(&self.status).resolved.get(&id) {
                 Some(lid) => Outcome::Appended { lid: *lid },
@@ -919,122 +964,40 @@ impl Sequencer {
 }
 
 impl Sequencer {
-    /// The maintainer: appends ready records in order (one publish, one fsync per chunk),
-    /// assigns TOIds, updates index and filter, and answers everyone concerned. Records
-    /// that came out of the queue go back to it if the append fails (they are still
-    /// durable there).
-    async fn maintain(&mut self, ready: Vec<Ready>) {
-        // Chunks stay well inside one publish's batch limit, whatever the tag sizes.
-        let budget = self.broker.config().log.max_batch_bytes / 2;
-        let mut ready = ready.into_iter().peekable();
-        while ready.peek().is_some() {
-            let mut chunk: Vec<Ready> = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(next) = ready.peek() {
-                let size = approx_size(&next.record);
-                if !chunk.is_empty() && (chunk.len() >= 1000 || bytes + size > budget) {
-                    break;
-                }
-                bytes += size;
-                if let Some(r) = ready.next() {
-                    chunk.push(r);
-                }
-            }
-            let now = now_ms();
-            // Local records take this datacenter's next TOIds; propagated ones keep theirs.
-            let mut next_local = self.next_toid;
-            let origins: Vec<(u32, u64)> = chunk
-                .iter()
-                .map(|r| match r.record.origin {
-                    Some(o) if o.dc != self.config.dc_id => (o.dc, o.toid),
-                    _ => {
-                        next_local += 1;
-                        (self.config.dc_id, next_local - 1)
-                    }
-                })
-                .collect();
-            let records: Vec<NewRecord> = chunk
-                .iter()
-                .zip(&origins)
-                .map(|(r, &(origin_dc, toid))| {
-                    let meta = RecordMeta {
-                        seed: r.record.seed,
-                        prehash: r.record.prehash.clone(),
-                        origin_dc,
-                        toid,
-                        id: r.record.id.clone(),
-                        queued_as: r.queued_as,
-                    };
-                    NewRecord {
-                        key: r.record.id.clone().map(Bytes::from),
-                        value: Bytes::from(serde_json::to_vec(&meta).unwrap_or_default()),
-                        headers: r
-                            .record
-                            .tags
-                            .iter()
-                            .map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone())))
-                            .collect(),
-                        timestamp: now,
-                    }
-                })
-                .collect();
-            let appended = match self.broker.ensure_internal_log(&self.config.log, 1).await {
-                Ok(()) => self.broker.publish(&self.config.log, 0, records).await,
-                Err(e) => Err(e),
+    /// Hands ready records, in order and with their TOIds, to the maintainer, and counts
+    /// them as present from now on (the maintainer appends them in this order, or stops
+    /// the whole service).
+    async fn release(&mut self, ready: Vec<Ready>) {
+        if ready.is_empty() {
+            return;
+        }
+        let mut released = Vec::with_capacity(ready.len());
+        lock_write(&self.status)
+            .in_flight
+            .extend(ready.iter().filter_map(|r| r.queued_as));
+        for r in ready {
+            let (origin_dc, toid) = match r.record.origin {
+                Some(o) if o.dc != self.config.dc_id => (o.dc, o.toid),
+                _ => (self.config.dc_id, self.next_toid),
             };
-            match appended {
-                Ok(a) => {
-                    for (i, (r, (origin_dc, toid))) in chunk.into_iter().zip(origins).enumerate() {
-                        let lid = a.base_offset + i as u64;
-                        self.note_appended(&ChariotsRecord {
-                            lid,
-                            tags: r.record.tags,
-                            seed: r.record.seed,
-                            prehash: r.record.prehash,
-                            origin_dc,
-                            toid,
-                            timestamp: now,
-                            id: r.record.id,
-                        });
-                        if let Some(q) = r.queued_as {
-                            lock_write(&self.status).resolved.insert(q, lid);
-                        }
-                        let outcome = Outcome::Appended { lid };
-                        if let Some(reply) = r.reply {
-                            let _ = reply.send(Ok(outcome.clone()));
-                        }
-                        for w in r.watchers {
-                            let _ = w.send(outcome.clone());
-                        }
-                    }
-                    self.toid_counter.store(self.next_toid, Ordering::Release);
-                    self.appended.notify_waiters();
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "appending to the shared log failed");
-                    let msg = e.to_string();
-                    // Later records were admitted assuming this chunk lands (their
-                    // dependencies, their origin's previous TOId): none of them may be
-                    // appended now. Queued ones go back to the queue, the rest fail.
-                    let rest: Vec<Ready> = ready.by_ref().collect();
-                    for r in chunk.into_iter().chain(rest) {
-                        if let Some(reply) = r.reply {
-                            let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
-                        }
-                        if let Some(q) = r.queued_as {
-                            if let Some(o) = r.record.origin {
-                                self.queued_remote.insert(o);
-                            }
-                            self.waiting.insert(
-                                q,
-                                Waiting {
-                                    record: r.record,
-                                    accepted_at_ms: r.accepted_at_ms,
-                                    watchers: r.watchers,
-                                },
-                            );
-                        }
-                    }
+            self.admit(&r.record.tags, r.record.seed, origin_dc, toid);
+            if let Some(id) = r.record.id.clone().filter(|_| r.record.origin.is_none()) {
+                self.in_flight.insert(id);
+            }
+            released.push(Released {
+                ready: r,
+                origin_dc,
+                toid,
+            });
+        }
+        let Some(maintainer) = &self.maintainer else {
+            return;
+        };
+        if let Err(mpsc::error::SendError(lost)) = maintainer.send(released).await {
+            self.stopped.store(true, Ordering::Release);
+            for r in lost {
+                if let Some(reply) = r.ready.reply {
+                    let _ = reply.send(Err(BrokerError::ShuttingDown));
                 }
             }
         }
@@ -1086,6 +1049,212 @@ impl Sequencer {
             }
         }
         self.publish_waiting();
+    }
+}
+
+/// A ready record with its place in its origin's order, on its way to the maintainer.
+struct Released {
+    ready: Ready,
+    origin_dc: u32,
+    toid: u64,
+}
+
+/// What the maintainer tells the sequencer after an append.
+struct Feedback {
+    appended_ids: Vec<(String, u64)>,
+}
+
+fn stopped_error() -> BrokerError {
+    BrokerError::Storage(
+        "the Chariots log stopped after a failed append; restart the node to recover".into(),
+    )
+}
+
+/// The batcher stage: everything queued goes on as one batch.
+async fn batcher(mut submissions: mpsc::Receiver<Command>, sequencer: mpsc::Sender<Vec<Command>>) {
+    while let Some(first) = submissions.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match submissions.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        if sequencer.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn index_record(index: &mut Index, lid: u64, tags: &BTreeMap<String, String>) {
+    for (k, v) in tags {
+        index.by_hash.entry(tag_hash(k, v)).or_default().push(lid);
+    }
+}
+
+/// Appended records (LId and tags) for the indexer, and how it says it is done.
+type IndexJob = (Vec<(u64, BTreeMap<String, String>)>, oneshot::Sender<()>);
+
+/// The indexer stage: makes appended records findable by tag, then says so.
+async fn indexer(index: Arc<RwLock<Index>>, mut appended: mpsc::Receiver<IndexJob>) {
+    while let Some((records, done)) = appended.recv().await {
+        let mut index = lock_write(&index);
+        for (lid, tags) in &records {
+            index_record(&mut index, *lid, tags);
+        }
+        drop(index);
+        let _ = done.send(());
+    }
+}
+
+/// The maintainer stage.
+struct Maintainer {
+    broker: Arc<Broker>,
+    log: String,
+    status: Arc<RwLock<StatusView>>,
+    indexer: mpsc::Sender<IndexJob>,
+    feedback: mpsc::UnboundedSender<Feedback>,
+    stopped: Arc<AtomicBool>,
+    toid_counter: Arc<AtomicU64>,
+    appended: Arc<Notify>,
+}
+
+impl Maintainer {
+    async fn run(self, mut released: mpsc::Receiver<Vec<Released>>) {
+        // Chunks stay well inside one publish's batch limit, whatever the tag sizes.
+        let budget = self.broker.config().log.max_batch_bytes / 2;
+        while let Some(batch) = released.recv().await {
+            let mut batch = batch.into_iter().peekable();
+            while batch.peek().is_some() {
+                let mut chunk: Vec<Released> = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(next) = batch.peek() {
+                    let size = approx_size(&next.ready.record);
+                    if !chunk.is_empty() && (chunk.len() >= 1000 || bytes + size > budget) {
+                        break;
+                    }
+                    bytes += size;
+                    if let Some(r) = batch.next() {
+                        chunk.push(r);
+                    }
+                }
+                if self.stopped.load(Ordering::Acquire) {
+                    fail(chunk.into_iter().chain(batch.by_ref()));
+                    break;
+                }
+                if let Err(e) = self.append(chunk).await {
+                    // Everything released after the failed chunk assumed it landed.
+                    tracing::error!(error = %e, "appending to the shared log failed; Chariots stops");
+                    self.stopped.store(true, Ordering::Release);
+                    fail(batch.by_ref());
+                }
+            }
+        }
+    }
+
+    async fn append(&self, chunk: Vec<Released>) -> Result<()> {
+        let now = now_ms();
+        let records: Vec<NewRecord> = chunk
+            .iter()
+            .map(|r| {
+                let meta = RecordMeta {
+                    seed: r.ready.record.seed,
+                    prehash: r.ready.record.prehash.clone(),
+                    origin_dc: r.origin_dc,
+                    toid: r.toid,
+                    id: r.ready.record.id.clone(),
+                    queued_as: r.ready.queued_as,
+                };
+                NewRecord {
+                    key: r.ready.record.id.clone().map(Bytes::from),
+                    value: Bytes::from(serde_json::to_vec(&meta).unwrap_or_default()),
+                    headers: r
+                        .ready
+                        .record
+                        .tags
+                        .iter()
+                        .map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone())))
+                        .collect(),
+                    timestamp: now,
+                }
+            })
+            .collect();
+        let appended = match self.broker.ensure_internal_log(&self.log, 1).await {
+            Ok(()) => self.broker.publish(&self.log, 0, records).await,
+            Err(e) => Err(e),
+        };
+        let a = match appended {
+            Ok(a) => a,
+            Err(e) => {
+                let msg = e.to_string();
+                fail_with(chunk, &msg);
+                return Err(e);
+            }
+        };
+        // Findable by tag before anyone hears that it is appended.
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (a.base_offset + i as u64, r.ready.record.tags.clone()))
+            .collect();
+        let (done, indexed) = oneshot::channel();
+        if self.indexer.send((entries, done)).await.is_ok() {
+            let _ = indexed.await;
+        }
+        // Every fact about the chunk is published before anyone is answered, so a client
+        // that hears "appended" and asks again (by queue id, by client id) finds it.
+        let mut ids = Vec::new();
+        let mut max_local_toid = None;
+        {
+            let mut status = lock_write(&self.status);
+            for (i, r) in chunk.iter().enumerate() {
+                let lid = a.base_offset + i as u64;
+                if let Some(q) = r.ready.queued_as {
+                    status.resolved.insert(q, lid);
+                    status.in_flight.remove(&q);
+                }
+                if r.ready.record.origin.is_none() {
+                    if let Some(id) = r.ready.record.id.clone() {
+                        ids.push((id, lid));
+                    }
+                    max_local_toid = Some(r.toid);
+                }
+            }
+        }
+        // The sequencer applies feedback before any new submission.
+        let _ = self.feedback.send(Feedback { appended_ids: ids });
+        if let Some(t) = max_local_toid {
+            self.toid_counter.fetch_max(t + 1, Ordering::AcqRel);
+        }
+        self.appended.notify_waiters();
+        for (i, r) in chunk.into_iter().enumerate() {
+            let outcome = Outcome::Appended {
+                lid: a.base_offset + i as u64,
+            };
+            if let Some(reply) = r.ready.reply {
+                let _ = reply.send(Ok(outcome.clone()));
+            }
+            for w in r.ready.watchers {
+                let _ = w.send(outcome.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fail(records: impl Iterator<Item = Released>) {
+    for r in records {
+        if let Some(reply) = r.ready.reply {
+            let _ = reply.send(Err(stopped_error()));
+        }
+    }
+}
+
+fn fail_with(records: Vec<Released>, msg: &str) {
+    for r in records {
+        if let Some(reply) = r.ready.reply {
+            let _ = reply.send(Err(BrokerError::Storage(msg.to_string())));
+        }
     }
 }
 
