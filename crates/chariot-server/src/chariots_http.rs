@@ -178,8 +178,14 @@ async fn cluster(State(chariots): Shared) -> Json<Value> {
             })
         })
         .collect();
+    let listeners: serde_json::Map<String, Value> = c
+        .listeners
+        .iter()
+        .map(|(name, addr)| (name.clone(), json!(addr)))
+        .collect();
     Json(json!({
         "datacenter": c.dc_id,
+        "listeners": listeners,
         "shared_log": c.log,
         "local_records": local,
         "remote_datacenters": remotes,

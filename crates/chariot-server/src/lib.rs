@@ -134,14 +134,6 @@ impl Server {
                 chariot_broker::BrokerError::Storage(format!("broker open panicked: {e}"))
             })??;
         let broker = Arc::new(broker);
-        let chariots = Arc::new(
-            Chariots::start(
-                Arc::clone(&broker),
-                config.chariots.clone(),
-                chariots_tcp::tcp_connector(),
-            )
-            .await?,
-        );
         let tcp = bind(config.tcp_addr).await?;
         let http = bind(config.http_addr).await?;
         let records = bind(config.chariots_addr).await?;
@@ -157,6 +149,21 @@ impl Server {
             addr: config.http_addr,
             source,
         })?;
+        // The Chariots service reports where this node listens (`GET /cluster`).
+        let mut chariots_config = config.chariots.clone();
+        chariots_config.listeners = vec![
+            ("native".to_string(), tcp_addr.to_string()),
+            ("http".to_string(), http_addr.to_string()),
+            ("records".to_string(), chariots_addr.to_string()),
+        ];
+        let chariots = Arc::new(
+            Chariots::start(
+                Arc::clone(&broker),
+                chariots_config,
+                chariots_tcp::tcp_connector(),
+            )
+            .await?,
+        );
         let (stop, stopped) = watch::channel(false);
         let native = native::Listener::new(
             tcp,

@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// [default: 0.0.0.0:9000].
     #[arg(long, env = "CHARIOT_CHARIOTS_ADDR")]
     pub chariots_addr: Option<SocketAddr>,
+    /// Name of the Chariots shared log [default: chariots].
+    #[arg(long, env = "CHARIOT_CHARIOTS_LOG")]
+    pub chariots_log: Option<String>,
     /// This node's datacenter id, stamped on the Chariots records it originates
     /// [default: 0].
     #[arg(long, env = "CHARIOT_DC_ID")]
@@ -79,6 +82,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     chariots_addr: Option<SocketAddr>,
     dc_id: Option<u32>,
+    chariots_log: Option<String>,
     #[serde(default)]
     remote_dc: Vec<String>,
     dependency_timeout_ms: Option<u64>,
@@ -159,6 +163,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(a) = args.chariots_addr.or(file.chariots_addr) {
         config.chariots_addr = a;
+    }
+    if let Some(name) = args.chariots_log.clone().or(file.chariots_log) {
+        chariot_broker::names::validate(&name)?;
+        config.chariots.log = name;
     }
     if let Some(d) = args.dc_id.or(file.dc_id) {
         config.chariots.dc_id = d;

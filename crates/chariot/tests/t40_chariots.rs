@@ -368,3 +368,22 @@ fn a_node_pointed_at_itself_refuses_its_own_records() {
         1
     );
 }
+
+#[test]
+fn the_shared_log_name_is_configurable_and_cluster_reports_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--chariots-log", "causal", "--dc-id", "3"]);
+    let (_, r) = post(&node, "/record", json!({"tags": {"a": "1"}, "seed": 1}));
+    assert_eq!(r["status"], "appended");
+    assert_eq!(get(&node, "/logs/causal").0, 200);
+    let (_, cluster) = get(&node, "/cluster");
+    assert_eq!(cluster["datacenter"], 3);
+    assert_eq!(cluster["shared_log"], "causal");
+    assert_eq!(cluster["listeners"]["records"], node.chariots.to_string());
+    assert_eq!(cluster["listeners"]["native"], node.tcp.to_string());
+    assert_eq!(cluster["listeners"]["http"], node.http.to_string());
+    assert_eq!(
+        get(&node, &format!("/record/{}", r["lid"])).1["origin_dc"],
+        3
+    );
+}

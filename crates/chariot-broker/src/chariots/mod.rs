@@ -64,6 +64,8 @@ pub struct ChariotsConfig {
     pub max_waiting: usize,
     /// Remote datacenters: id and record-port address.
     pub remotes: Vec<(u32, String)>,
+    /// This node's listeners (name, address), for `GET /cluster`.
+    pub listeners: Vec<(String, String)>,
 }
 
 impl Default for ChariotsConfig {
@@ -74,6 +76,7 @@ impl Default for ChariotsConfig {
             max_wait: Duration::from_secs(300),
             max_waiting: 100_000,
             remotes: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 }
