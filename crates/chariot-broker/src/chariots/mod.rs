@@ -1126,7 +1126,12 @@ impl Maintainer {
     async fn run(self, mut released: mpsc::Receiver<Vec<Released>>) {
         // Chunks stay well inside one publish's batch limit, whatever the tag sizes.
         let budget = self.broker.config().log.max_batch_bytes / 2;
-        while let Some(batch) = released.recv().await {
+        while let Some(mut batch) = released.recv().await {
+            // Whatever was released while the last append was syncing goes together:
+            // one fsync for all of it (group commit across sequencer rounds).
+            while let Ok(more) = released.try_recv() {
+                batch.extend(more);
+            }
             let mut batch = batch.into_iter().peekable();
             while batch.peek().is_some() {
                 let mut chunk: Vec<Released> = Vec::new();
