@@ -387,3 +387,85 @@ fn the_shared_log_name_is_configurable_and_cluster_reports_listeners() {
         3
     );
 }
+
+/// A small tmpfs of our own, to fill up (needs CAP_SYS_ADMIN; CI runs as root).
+fn mount_tmpfs(dir: &std::path::Path, size: &str) -> bool {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+    }
+    ok
+}
+
+#[test]
+fn a_full_disk_stops_chariots_cleanly_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), "6m") {
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &["--segment-bytes", "1048576"]);
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for i in 0..400 {
+        let (code, body) = post(
+            &node,
+            "/record",
+            json!({"tags": {"i": i.to_string(), "pad": "p".repeat(50_000)}, "seed": 1}),
+        );
+        if code == 200 {
+            acked.push(body["lid"].as_u64().unwrap());
+        } else {
+            failure = Some((code, body));
+            break;
+        }
+    }
+    let (code, body) = failure.expect("6 MiB never filled up");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (507, Some("no_space")),
+        "{body}"
+    );
+    // Stopped: a clear error, not a guess about what might have been appended.
+    let (code, body) = post(
+        &node,
+        "/record",
+        json!({"tags": {"after": "full"}, "seed": 1}),
+    );
+    assert_eq!(code, 500, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("restart"));
+    node.kill9();
+
+    // More room, a restart: every acknowledged record is there, and appends resume.
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let node = Node::start(&data, &["--segment-bytes", "1048576"]);
+    for lid in &acked {
+        assert_eq!(
+            get(&node, &format!("/record/{lid}")).0,
+            200,
+            "lost lid {lid}"
+        );
+    }
+    let (_, r) = post(
+        &node,
+        "/record",
+        json!({"tags": {"after": "restart"}, "seed": 1}),
+    );
+    assert_eq!(r["status"], "appended");
+}

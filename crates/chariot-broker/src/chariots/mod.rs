@@ -1194,8 +1194,7 @@ impl Maintainer {
         let a = match appended {
             Ok(a) => a,
             Err(e) => {
-                let msg = e.to_string();
-                fail_with(chunk, &msg);
+                fail_with(chunk, &e);
                 return Err(e);
             }
         };
@@ -1258,10 +1257,15 @@ fn fail(records: impl Iterator<Item = Released>) {
     }
 }
 
-fn fail_with(records: Vec<Released>, msg: &str) {
+fn fail_with(records: Vec<Released>, e: &BrokerError) {
     for r in records {
         if let Some(reply) = r.ready.reply {
-            let _ = reply.send(Err(BrokerError::Storage(msg.to_string())));
+            // A full disk keeps its own error (HTTP 507); anything else is a storage error.
+            let err = match e {
+                BrokerError::NoSpace => BrokerError::NoSpace,
+                other => BrokerError::Storage(other.to_string()),
+            };
+            let _ = reply.send(Err(err));
         }
     }
 }
