@@ -9,12 +9,15 @@
 //!
 //! - **batcher**: takes every submission queued by HTTP and TCP at once and passes them
 //!   on as one batch, so one fsync covers many records;
-//! - **filter** and **queue** (one task, the *sequencer*, because both own the causal
-//!   state): a client id seen before gets the first submission's outcome; records whose
-//!   dependencies are missing wait in the *dependency queue*, which is durable (an
-//!   internal log, `__chariots_queue`) and bounded (a maximum wait, after which a record is
-//!   rejected with a reason, and a maximum size, past which new records get a "busy"
-//!   error); ready records are released in order, with their TOIds;
+//! - **filter**: a client id seen before gets the first submission's outcome (the later
+//!   stages report outcomes back to it); a repeat while the first is in flight is told to
+//!   retry;
+//! - **queue** (the *sequencer*, which owns the causal state): records whose dependencies
+//!   are missing wait in the *dependency queue*, which is durable (an internal log,
+//!   `__chariots_queue`) and bounded (a maximum wait, after which a record is rejected
+//!   with a reason, and a maximum size, past which new records get a "busy" error);
+//!   propagated records are deduplicated by (origin, TOId); ready records are released in
+//!   order, with their TOIds;
 //! - **maintainer**: appends released records to the shared log (a Chariot log with one
 //!   partition, exempt from retention; a record's LId is its offset) and answers the
 //!   clients. If an append fails, the records released after it were admitted assuming
@@ -248,18 +251,21 @@ impl Chariots {
             expected: HashMap::new(),
             queued_remote: HashSet::new(),
             maintainer: None,
-            in_flight: HashSet::new(),
+            filter: None,
             stopped: Arc::new(AtomicBool::new(false)),
         };
         seq.recover(&queue_log).await?;
         toid_counter.store(seq.next_toid, Ordering::Release);
-        // The pipeline: batcher -> sequencer (filter, queue) -> maintainer -> indexer.
+        // The pipeline: batcher -> filter -> sequencer (queue) -> maintainer -> indexer.
         let (tx, submissions) = mpsc::channel(8192);
+        let (to_filter, filtering) = mpsc::channel(16);
         let (to_sequencer, batches) = mpsc::channel(16);
         let (to_maintainer, released) = mpsc::channel(16);
         let (to_indexer, indexing) = mpsc::channel(16);
         let (feedback, feedback_rx) = mpsc::unbounded_channel();
         seq.maintainer = Some(to_maintainer);
+        seq.filter = Some(feedback.clone());
+        let known_ids = std::mem::take(&mut seq.ids);
         let maintainer = Maintainer {
             broker: Arc::clone(&broker),
             log: config.log.clone(),
@@ -270,8 +276,9 @@ impl Chariots {
             toid_counter: Arc::clone(&toid_counter),
             appended: Arc::clone(&appended),
         };
-        tokio::spawn(batcher(submissions, to_sequencer));
-        tokio::spawn(seq.run(batches, feedback_rx));
+        tokio::spawn(batcher(submissions, to_filter));
+        tokio::spawn(filter(known_ids, filtering, feedback_rx, to_sequencer));
+        tokio::spawn(seq.run(batches));
         tokio::spawn(maintainer.run(released));
         tokio::spawn(indexer(Arc::clone(&index), indexing));
         let chariots = Self {
@@ -528,8 +535,9 @@ struct Sequencer {
     status: Arc<RwLock<StatusView>>,
     /// Released records on their way to the maintainer.
     maintainer: Option<mpsc::Sender<Vec<Released>>>,
-    /// Client ids released but not yet appended: a repeat is told to retry.
-    in_flight: HashSet<String>,
+    /// Where outcomes for client ids go once the filter stage runs (during recovery,
+    /// into `ids` instead).
+    filter: Option<mpsc::UnboundedSender<IdOutcome>>,
     /// Set by the maintainer when an append failed: nothing more is accepted.
     stopped: Arc<AtomicBool>,
     /// (seed, tag hash) pairs in the shared log: the dependency check.
@@ -723,13 +731,13 @@ impl Sequencer {
 
     fn remember_rejected(&mut self, id: u64, w: Waiting, reason: String) {
         let missing = self.missing(&w.record);
-        if let Some(cid) = &w.record.id {
-            self.ids.insert(
-                cid.clone(),
-                Outcome::Rejected {
+        if let Some(cid) = local_id(&w.record) {
+            self.id_outcome(
+                &cid,
+                Some(Outcome::Rejected {
                     id,
                     reason: reason.clone(),
-                },
+                }),
             );
         }
         for watcher in w.watchers {
@@ -773,21 +781,13 @@ impl Sequencer {
         lock_write(&self.status).waiting = view;
     }
 
-    async fn run(
-        mut self,
-        mut batches: mpsc::Receiver<Vec<Command>>,
-        mut feedback: mpsc::UnboundedReceiver<Feedback>,
-    ) {
+    async fn run(mut self, mut batches: mpsc::Receiver<Vec<Command>>) {
         let period =
             (self.config.max_wait / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                // What the maintainer appended is applied before new submissions, so a
-                // client repeating an id after its answer always finds it.
-                biased;
-                Some(fb) = feedback.recv() => self.apply(fb),
                 cmds = batches.recv() => {
                     let Some(cmds) = cmds else { break };
                     self.flush(cmds).await;
@@ -798,10 +798,20 @@ impl Sequencer {
         self.queue.stop();
     }
 
-    fn apply(&mut self, fb: Feedback) {
-        for (id, lid) in fb.appended_ids {
-            self.in_flight.remove(&id);
-            self.ids.insert(id, Outcome::Appended { lid });
+    /// Tells the filter what became of a client id (`None`: nothing, it may be retried).
+    fn id_outcome(&mut self, id: &str, outcome: Option<Outcome>) {
+        match &self.filter {
+            Some(f) => {
+                let _ = f.send(IdOutcome {
+                    id: id.to_string(),
+                    outcome,
+                });
+            }
+            None => {
+                if let Some(o) = outcome {
+                    self.ids.insert(id.to_string(), o);
+                }
+            }
         }
     }
 
@@ -809,7 +819,10 @@ impl Sequencer {
     /// cascade through the queue; persist; reply.
     async fn flush(&mut self, cmds: Vec<Command>) {
         if self.stopped.load(Ordering::Acquire) {
-            for Command::Submit { reply, .. } in cmds {
+            for Command::Submit { record, reply, .. } in cmds {
+                if let Some(id) = local_id(&record) {
+                    self.id_outcome(&id, None);
+                }
                 let _ = reply.send(Err(stopped_error()));
             }
             return;
@@ -817,7 +830,6 @@ impl Sequencer {
         let mut ready: Vec<Ready> = Vec::new();
         let mut to_queue: Vec<Command> = Vec::new();
         let mut tentative = Tentative::default();
-        let mut batch_ids: HashSet<String> = HashSet::new();
         let mut batch_origins: HashSet<Origin> = HashSet::new();
         for Command::Submit {
             record,
@@ -832,19 +844,6 @@ impl Sequencer {
                     || !batch_origins.insert(o);
                 if held {
                     let _ = reply.send(Ok(Outcome::Duplicate));
-                    continue;
-                }
-            } else if let Some(id) = &record.id {
-                if let Some(outcome) = self.ids.get(id) {
-                    let _ = reply.send(Ok(outcome.clone()));
-                    continue;
-                }
-                if self.in_flight.contains(id) || !batch_ids.insert(id.clone()) {
-                    // A duplicate of a record still in this batch: the client retried
-                    // before hearing back. It will get an answer from its first copy.
-                    let _ = reply.send(Err(BrokerError::Busy(
-                        "a submission with this id is in flight; retry".into(),
-                    )));
                     continue;
                 }
             }
@@ -882,6 +881,9 @@ impl Sequencer {
                 if i < room {
                     accepted.push((record, reply, watch));
                 } else {
+                    if let Some(id) = local_id(&record) {
+                        self.id_outcome(&id, None);
+                    }
                     let _ = reply.send(Err(BrokerError::Busy(format!(
                         "the dependency queue is full ({} records waiting)",
                         self.config.max_waiting
@@ -906,8 +908,8 @@ impl Sequencer {
                             new_waiting.push((id, reply));
                             if let Some(o) = record.origin {
                                 self.queued_remote.insert(o);
-                            } else if let Some(cid) = &record.id {
-                                self.ids.insert(cid.clone(), Outcome::Waiting { id });
+                            } else if let Some(cid) = record.id.clone() {
+                                self.id_outcome(&cid, Some(Outcome::Waiting { id }));
                             }
                             self.waiting.insert(
                                 id,
@@ -921,7 +923,10 @@ impl Sequencer {
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        for (_, reply, _) in accepted {
+                        for (record, reply, _) in accepted {
+                            if let Some(id) = local_id(&record) {
+                                self.id_outcome(&id, None);
+                            }
                             let _ = reply.send(Err(BrokerError::Storage(msg.clone())));
                         }
                     }
@@ -984,9 +989,6 @@ impl Sequencer {
                 _ => (self.config.dc_id, self.next_toid),
             };
             self.admit(&r.record.tags, r.record.seed, origin_dc, toid);
-            if let Some(id) = r.record.id.clone().filter(|_| r.record.origin.is_none()) {
-                self.in_flight.insert(id);
-            }
             released.push(Released {
                 ready: r,
                 origin_dc,
@@ -1062,9 +1064,63 @@ struct Released {
     toid: u64,
 }
 
-/// What the maintainer tells the sequencer after an append.
-struct Feedback {
-    appended_ids: Vec<(String, u64)>,
+/// What later stages tell the filter about a client id: its outcome, or `None` when
+/// nothing happened and a retry may go through.
+struct IdOutcome {
+    id: String,
+    outcome: Option<Outcome>,
+}
+
+/// A record's client id, for records submitted here (propagated ones are deduplicated
+/// by origin and TOId instead).
+fn local_id(r: &Submission) -> Option<String> {
+    r.id.clone().filter(|_| r.origin.is_none())
+}
+
+/// The filter stage: answers repeated client ids with the first submission's outcome.
+async fn filter(
+    mut ids: HashMap<String, Outcome>,
+    mut input: mpsc::Receiver<Vec<Command>>,
+    mut outcomes: mpsc::UnboundedReceiver<IdOutcome>,
+    sequencer: mpsc::Sender<Vec<Command>>,
+) {
+    let mut in_flight: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            // Outcomes first: a client repeating an id after its answer finds it.
+            biased;
+            Some(o) = outcomes.recv() => {
+                in_flight.remove(&o.id);
+                if let Some(outcome) = o.outcome {
+                    ids.insert(o.id, outcome);
+                }
+            }
+            batch = input.recv() => {
+                let Some(batch) = batch else { break };
+                let mut pass = Vec::with_capacity(batch.len());
+                for Command::Submit { record, reply, watch } in batch {
+                    if let Some(id) = local_id(&record) {
+                        if let Some(outcome) = ids.get(&id) {
+                            let _ = reply.send(Ok(outcome.clone()));
+                            continue;
+                        }
+                        if !in_flight.insert(id) {
+                            // The client retried before hearing back; its first copy
+                            // will be answered.
+                            let _ = reply.send(Err(BrokerError::Busy(
+                                "a submission with this id is in flight; retry".into(),
+                            )));
+                            continue;
+                        }
+                    }
+                    pass.push(Command::Submit { record, reply, watch });
+                }
+                if !pass.is_empty() && sequencer.send(pass).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn stopped_error() -> BrokerError {
@@ -1116,7 +1172,7 @@ struct Maintainer {
     log: String,
     status: Arc<RwLock<StatusView>>,
     indexer: mpsc::Sender<IndexJob>,
-    feedback: mpsc::UnboundedSender<Feedback>,
+    feedback: mpsc::UnboundedSender<IdOutcome>,
     stopped: Arc<AtomicBool>,
     toid_counter: Arc<AtomicU64>,
     appended: Arc<Notify>,
@@ -1228,8 +1284,13 @@ impl Maintainer {
                 }
             }
         }
-        // The sequencer applies feedback before any new submission.
-        let _ = self.feedback.send(Feedback { appended_ids: ids });
+        // The filter applies outcomes before any new submission.
+        for (id, lid) in ids {
+            let _ = self.feedback.send(IdOutcome {
+                id,
+                outcome: Some(Outcome::Appended { lid }),
+            });
+        }
         if let Some(t) = max_local_toid {
             self.toid_counter.fetch_max(t + 1, Ordering::AcqRel);
         }
