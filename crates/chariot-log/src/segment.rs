@@ -437,7 +437,13 @@ impl Segment {
         let start = self.size();
         if let Err(e) = self.file.write_all_at(bytes, start) {
             let err = LogError::io("write", &self.data_path, e);
-            return match self.file.set_len(start) {
+            // The cut must be durable too: whole batches of a partial write that reached
+            // the disk would otherwise come back after a crash, though refused here.
+            return match self
+                .file
+                .set_len(start)
+                .and_then(|()| self.file.sync_data())
+            {
                 Ok(()) => Err(AppendFailure::RolledBack(err)),
                 Err(_) => Err(AppendFailure::Unrecoverable(err)),
             };
