@@ -11,22 +11,6 @@ mod server_support;
 use serde_json::{json, Value};
 use server_support::*;
 
-fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
-    match ureq::post(&node.url(path)).send_json(body) {
-        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn get(node: &Node, path: &str) -> (u16, Value) {
-    match ureq::get(&node.url(path)).call() {
-        Ok(r) => (r.status(), r.into_json().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
 #[test]
 fn logs_records_groups_and_errors_over_http() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,32 +15,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use server_support::*;
 
-fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
-    match ureq::post(&node.url(path)).send_json(body) {
-        Ok(r) => (r.status(), r.into_json().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn get(node: &Node, path: &str) -> (u16, Value) {
-    match ureq::get(&node.url(path)).call() {
-        Ok(r) => (r.status(), r.into_json().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("condition never held");
-}
-
 #[test]
 fn a_child_posted_before_its_parent_is_appended_after_it() {
     let dir = tempfile::tempdir().unwrap();

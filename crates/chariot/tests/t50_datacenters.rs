@@ -90,12 +90,11 @@ impl Proxy {
     }
 }
 
-fn post(node: &Node, path: &str, body: Value) -> Value {
-    match ureq::post(&node.url(path)).send_json(body) {
-        Ok(r) => r.into_json().unwrap(),
-        Err(ureq::Error::Status(code, r)) => panic!("{code}: {}", r.into_string().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
+/// POST that must succeed; its JSON answer.
+fn post_ok(node: &Node, path: &str, body: Value) -> Value {
+    let (code, answer) = post(node, path, body);
+    assert!((200..300).contains(&code), "{code}: {answer}");
+    answer
 }
 
 /// One shared-log record: (origin dc, toid, seed, tags, prehash).
@@ -175,12 +174,12 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
     let mut b = Node::start(db.path(), &["--dc-id", "1"]);
     let to_b = Proxy::start(b.chariots);
     let to_a = Proxy::start(a.chariots);
-    post(
+    post_ok(
         &a,
         "/datacenters",
         json!({"id": 1, "addr": to_b.addr.to_string()}),
     );
-    post(
+    post_ok(
         &b,
         "/datacenters",
         json!({"id": 0, "addr": to_a.addr.to_string()}),
@@ -195,18 +194,18 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
         }
         for i in 0..10 {
             let seed = 100 + i;
-            post(
+            post_ok(
                 &a,
                 "/record",
                 json!({"tags": {"a": format!("{round}-{i}")}, "seed": seed}),
             );
-            post(
+            post_ok(
                 &b,
                 "/record",
                 json!({"tags": {"b": format!("{round}-{i}")}, "seed": seed,
                        "prehash": hash("a", &format!("{round}-{i}"))}),
             );
-            post(
+            post_ok(
                 &b,
                 "/record",
                 json!({"tags": {"solo": format!("{round}-{i}")}, "seed": 7}),
@@ -223,7 +222,7 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
 
     // kill -9 B while A keeps producing, then restart it on a new port.
     for i in 0..10 {
-        post(
+        post_ok(
             &a,
             "/record",
             json!({"tags": {"late": i.to_string()}, "seed": 9}),
@@ -232,7 +231,7 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
     }
     b.kill9();
     for i in 10..20 {
-        post(
+        post_ok(
             &a,
             "/record",
             json!({"tags": {"late": i.to_string()}, "seed": 9}),
@@ -242,7 +241,7 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
     // No --remote-dc: B remembers the remote it was given at run time.
     b = Node::start(db.path(), &["--dc-id", "1"]);
     to_b.retarget(b.chariots);
-    post(
+    post_ok(
         &b,
         "/record",
         json!({"tags": {"after": "restart"}, "seed": 9, "prehash": hash("late", "19")}),
@@ -273,7 +272,7 @@ fn the_chariots_bench_reports_throughput_and_propagation() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Node::start(da.path(), &["--dc-id", "0"]);
     let b = Node::start(db.path(), &["--dc-id", "1"]);
-    post(
+    post_ok(
         &a,
         "/datacenters",
         json!({"id": 1, "addr": b.chariots.to_string()}),

@@ -165,3 +165,32 @@ pub fn hash(k: &str, v: &str) -> u64 {
     }
     h
 }
+
+/// POST a JSON body; (status, JSON answer), whatever the status.
+pub fn post(node: &Node, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    match ureq::post(&node.url(path)).send_json(body) {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// GET; (status, JSON answer), whatever the status.
+pub fn get(node: &Node, path: &str) -> (u16, serde_json::Value) {
+    match ureq::get(&node.url(path)).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Polls `f` for up to 5 s.
+pub fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("condition never held");
+}
