@@ -52,6 +52,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_age: Option<Duration>,
+    /// Under a durable policy, write zeros ahead of the tail of the active segment in
+    /// the background, so that group commits overwrite written blocks rather than
+    /// preallocated ones (a cheaper fdatasync; see the `zero` module). Costs one extra
+    /// background write of each segment. Ignored by the non-durable policies.
+    pub zero_fill_ahead: bool,
 }
 
 impl Default for LogConfig {
@@ -63,6 +68,7 @@ impl Default for LogConfig {
             sync: SyncPolicy::GroupCommit,
             retention_bytes: None,
             retention_age: None,
+            zero_fill_ahead: true,
         }
     }
 }
