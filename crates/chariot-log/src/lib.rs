@@ -22,7 +22,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod segment;
-mod zero;
+mod tail;
 
 pub use batch::{BatchHeader, Header, Record, RecordBatch, RecordBatchBuilder, RecordView};
 pub use config::{LogConfig, SyncPolicy};

@@ -13,7 +13,7 @@ use crate::batch::{self, BatchHeader, RecordBatch};
 use crate::config::{LogConfig, SyncPolicy};
 use crate::error::{LogError, Result};
 use crate::segment::{self, AppendFailure, Segment, TruncatedTail};
-use crate::zero::{Claim, ZeroAhead, ZeroFile};
+use crate::tail::{Claim, Mode, TailFile, TailWorker};
 
 /// Name of the file whose advisory lock keeps a second process out of the directory.
 const LOCK_FILE: &str = "LOCK";
@@ -253,8 +253,9 @@ struct Shared {
     stop: Mutex<bool>,
     stopping: Condvar,
     recovery: Vec<TruncatedTail>,
-    /// Zero-filling ahead of the tail (durable policies with `zero_fill_ahead`).
-    zero: ZeroAhead,
+    /// Background work on the tail: zero-filling ahead of it (durable policies with
+    /// `zero_fill_ahead`) or syncing behind it (the other policies).
+    tail: TailWorker,
     _lock: File,
 }
 
@@ -270,7 +271,7 @@ struct Shared {
 pub struct Log {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
-    zeroer: Option<JoinHandle<()>>,
+    tail_worker: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -365,8 +366,13 @@ impl Log {
         active.sync()?;
         active.preallocate(config.segment_bytes);
         let next = active.next_offset();
-        let zero_fill = config.sync.is_durable() && config.zero_fill_ahead;
-        let zero = ZeroAhead::new(zero_fill.then(|| Arc::clone(&active)));
+        let mode = if config.sync.is_durable() {
+            Mode::ZeroFill
+        } else {
+            Mode::WriteBehind
+        };
+        let tail_work = mode == Mode::WriteBehind || config.zero_fill_ahead;
+        let tail = TailWorker::new(mode, tail_work.then(|| Arc::clone(&active)));
 
         let shared = Arc::new(Shared {
             dir,
@@ -390,7 +396,7 @@ impl Log {
             stop: Mutex::new(false),
             stopping: Condvar::new(),
             recovery,
-            zero,
+            tail,
             _lock: lock_file,
             config,
         });
@@ -406,13 +412,13 @@ impl Log {
             }
             _ => None,
         };
-        let zeroer = if zero_fill {
+        let tail_worker = if tail_work {
             let s = Arc::clone(&shared);
             Some(
                 std::thread::Builder::new()
-                    .name("chariot-log-zero".into())
-                    .spawn(move || s.run_zero_ahead())
-                    .map_err(|e| LogError::io("spawn zeroing thread", &shared.dir, e))?,
+                    .name("chariot-log-tail".into())
+                    .spawn(move || s.run_tail_worker())
+                    .map_err(|e| LogError::io("spawn tail thread", &shared.dir, e))?,
             )
         } else {
             None
@@ -420,7 +426,7 @@ impl Log {
         Ok(Self {
             shared,
             syncer,
-            zeroer,
+            tail_worker,
         })
     }
 
@@ -603,8 +609,8 @@ impl Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
-        self.shared.zero.stop();
-        if let Some(t) = self.zeroer.take() {
+        self.shared.tail.stop();
+        if let Some(t) = self.tail_worker.take() {
             let _ = t.join();
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
@@ -698,7 +704,7 @@ impl Shared {
                 let base = w.next_offset;
                 batch.set_base_offset(base);
                 let h = batch.header();
-                self.zero.before_write(w.active.size() + batch.len() as u64);
+                self.tail.before_write(w.active.size() + batch.len() as u64);
                 match w.active.append(batch.as_bytes(), &[h]) {
                     Ok(()) => {}
                     Err(AppendFailure::RolledBack(e)) => {
@@ -707,8 +713,8 @@ impl Shared {
                     }
                     Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
                 }
-                self.zero.wrote(w.active.size());
-                self.zero.synced(batch.len() as u64);
+                self.tail.wrote(w.active.size());
+                self.tail.synced(batch.len() as u64);
                 w.next_offset = h.next_offset();
                 return self.finish_direct(&w).map(|()| {
                     vec![AppendInfo {
@@ -752,7 +758,7 @@ impl Shared {
     /// zeroing thread was writing past the cut could have grown the file again: stop
     /// zeroing this segment and cut again, so the files are exactly as before the append.
     fn after_rollback(&self, w: &Writer) {
-        self.zero.retarget(None);
+        self.tail.retarget(None);
         if let Err(e) = w.active.trim() {
             tracing::debug!(error = %e, "trimming after a failed write");
         }
@@ -874,11 +880,11 @@ impl Shared {
         }
         let bytes = std::mem::take(&mut w.pending);
         let headers = std::mem::take(&mut w.pending_headers);
-        self.zero.before_write(w.active.size() + bytes.len() as u64);
+        self.tail.before_write(w.active.size() + bytes.len() as u64);
         let failure = match w.active.append(&bytes, &headers) {
             Ok(()) => {
-                self.zero.wrote(w.active.size());
-                self.zero.synced(bytes.len() as u64);
+                self.tail.wrote(w.active.size());
+                self.tail.synced(bytes.len() as u64);
                 return (group, Ok(()));
             }
             Err(AppendFailure::RolledBack(e)) => {
@@ -950,8 +956,9 @@ impl Shared {
     }
 
     fn roll(&self, w: &mut Writer) -> Result<()> {
-        // No zeros may land in a segment being sealed (its preallocation is trimmed).
-        self.zero.retarget(None);
+        // No zeros may land in a segment being sealed (its preallocation is trimmed), and
+        // the sync behind its tail is the seal's job now.
+        self.tail.retarget(None);
         let (group, written) = self.write_pending(w);
         written?;
         // Sealing syncs the segment: everything written so far becomes durable.
@@ -968,8 +975,8 @@ impl Shared {
         let mut list: Vec<Arc<Segment>> = self.segment_list().iter().cloned().collect();
         list.push(Arc::clone(&seg));
         self.set_segment_list(list);
-        if self.config.sync.is_durable() && self.config.zero_fill_ahead {
-            self.zero.retarget(Some(Arc::clone(&seg)));
+        if !self.config.sync.is_durable() || self.config.zero_fill_ahead {
+            self.tail.retarget(Some(Arc::clone(&seg)));
         }
         w.active = seg;
         if let Err(e) = self.apply_retention(w) {
@@ -1063,8 +1070,8 @@ impl Shared {
                 return Err(self.poison(e));
             }
         }
-        // Zeroing stops until the next roll: the cut segment is not zeroed again.
-        self.zero.retarget(None);
+        // Tail work stops until the next roll: the cut segment is not zeroed again.
+        self.tail.retarget(None);
         if let Err(e) = target.truncate_to(offset) {
             return Err(self.poison(e));
         }
@@ -1072,50 +1079,58 @@ impl Shared {
         Ok(())
     }
 
-    /// The zeroing thread: zero the next chunk ahead of the tail, sync it, repeat; sleep
-    /// while there is nothing to zero. A write error (a full disk) only stops zeroing
-    /// of that segment; a sync error poisons the log like any failed sync.
-    fn run_zero_ahead(&self) {
-        let mut file: Option<ZeroFile> = None;
+    /// The tail thread. Zero-fill: zero the next chunk ahead of the tail, sync it,
+    /// repeat. Write-behind: sync the active segment each time enough was written. It
+    /// sleeps while there is nothing to do. A write error (a full disk) only stops
+    /// zero-filling of that segment; a sync error poisons the log like any failed sync.
+    fn run_tail_worker(&self) {
+        let mut file: Option<TailFile> = None;
         loop {
             let claim = {
                 let w = lock(&self.writer);
                 let tail = w.active.size() + w.pending.len() as u64;
                 let file_len = w.active.file().metadata().map_or(0, |m| m.len());
-                self.zero
+                self.tail
                     .claim(&w.active, tail, file_len, self.config.segment_bytes)
             };
-            let (segment, from, to) = match claim {
+            let (segment, zeros, to) = match claim {
                 Claim::Stop => return,
                 Claim::Idle => {
                     file = None;
-                    self.zero.wait_for_work();
+                    self.tail.wait_for_work();
                     continue;
                 }
-                Claim::Chunk(segment, from, to) => (segment, from, to),
+                Claim::Chunk(segment, from, to) => (segment, Some(from), to),
+                Claim::Sync(segment, upto) => (segment, None, upto),
             };
             if !file.as_ref().is_some_and(|f| f.is_for(&segment)) {
-                file = ZeroFile::open(&segment)
-                    .inspect_err(|e| tracing::debug!(error = %e, "no zero-filling"))
+                file = TailFile::open(&segment)
+                    .inspect_err(|e| tracing::debug!(error = %e, "no tail work"))
                     .ok();
             }
             let ok = match &file {
                 None => false,
-                Some(f) => match f.write_zeros(from, to) {
-                    Err(e) => {
-                        tracing::debug!(error = %e, "zero-filling stopped");
-                        false
-                    }
-                    Ok(()) => match f.sync() {
-                        Ok(()) => true,
+                Some(f) => {
+                    let written = match zeros {
+                        Some(from) => f.write_zeros(from, to),
+                        None => Ok(()),
+                    };
+                    match written {
                         Err(e) => {
-                            self.poison(e);
+                            tracing::debug!(error = %e, "zero-filling stopped");
                             false
                         }
-                    },
-                },
+                        Ok(()) => match f.sync() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                self.poison(e);
+                                false
+                            }
+                        },
+                    }
+                }
             };
-            self.zero.finish(to, ok);
+            self.tail.finish(to, ok);
         }
     }
 

@@ -1,5 +1,7 @@
-//! Zero-filling ahead of the tail: appends racing the zeroing thread lose nothing, sealed
-//! segments keep no zeros, and the blocks ahead of the tail really get written.
+//! The tail thread. Zero-fill ahead (durable policies): appends racing it lose nothing,
+//! sealed segments keep no zeros, and the blocks ahead of the tail really get written.
+//! Write-behind (other policies): written data reaches the disk without waiting for a
+//! roll or a flush.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -153,6 +155,47 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
         log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
     }
     assert_eq!(read_all(&log).len(), 20);
+}
+
+#[test]
+fn write_behind_syncs_the_tail_without_a_flush() {
+    let dir = disk_tempdir();
+    let cfg = LogConfig {
+        sync: SyncPolicy::Never,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    // 20 MiB in 100 KiB batches into a preallocated 64 MiB segment. Blocks stay
+    // "unwritten" extents until their data is written back, which the kernel on its own
+    // does only after 30 s (dirty_expire_centisecs) at this volume.
+    let values: Vec<Vec<u8>> = (0..100).map(|i| value_for(i, 1024)).collect();
+    for _ in 0..200 {
+        log.append(&mut batch(&values)).unwrap();
+    }
+    let path = log.segments()[0].path.clone();
+    let Some(first) = extents(&path) else {
+        println!("SKIPPED: filefrag cannot list the extents here");
+        return;
+    };
+    if !first.iter().any(|e| e.2) {
+        println!("SKIPPED: this file system shows no unwritten preallocated extents");
+        return;
+    }
+    // Every 8 MiB written is synced: the first 16 MiB must be written back soon.
+    let synced_to = (16u64 << 20) / 4096;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = extents(&path).unwrap();
+        let pending: Vec<_> = list.iter().filter(|e| e.2 && e.0 < synced_to).collect();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not written back after 10 s: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

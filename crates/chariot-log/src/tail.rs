@@ -1,4 +1,19 @@
-//! Zero-filling ahead of the tail of the active segment, under the durable policies.
+//! Background work on the tail of the active segment, by one thread per log.
+//!
+//! Under the durable policies it **zero-fills ahead** of the tail; under the others it
+//! **writes behind** it. Both exist because a measurement said so, on this project's
+//! 2-vCPU ext4 VM.
+//!
+//! ## Write-behind (non-durable policies)
+//!
+//! Without it, the data of a 64 MiB segment sits in the page cache until the roll's
+//! fdatasync writes it all, while the writer waits: disk and CPU take turns. The worker
+//! fdatasyncs the active segment every [`WRITE_BEHIND`] bytes, so the disk writes while
+//! the writer copies (RocksDB's `bytes_per_sync` does the same). Measured: 1 KiB records
+//! in batches of 100 with no per-append sync went from 0.80-0.87 of the raw disk
+//! bandwidth to 0.99-1.11. It only ever makes data durable sooner.
+//!
+//! ## Zero-fill ahead (durable policies)
 //!
 //! A preallocated (`fallocate`) region is made of *unwritten* extents: the first write
 //! into each block makes the file system convert the extent, so the fdatasync that follows
@@ -24,9 +39,9 @@
 //!
 //! Exclusion: the writer never writes into the chunk being zeroed. A chunk is claimed
 //! under the writer lock at least [`MARGIN`] bytes past the tail, and the writer checks
-//! [`ZeroAhead::before_write`] before every write, waiting out the chunk in the rare case
+//! [`TailWorker::before_write`] before every write, waiting out the chunk in the rare case
 //! that it caught up. Rolls, truncations, failed writes and close call
-//! [`ZeroAhead::retarget`], which waits for the chunk in progress, so a segment is never
+//! [`TailWorker::retarget`], which waits for the chunk in progress, so a segment is never
 //! sealed, cut or trimmed under the zeroer's feet.
 
 use std::fs::{File, OpenOptions};
@@ -46,9 +61,21 @@ pub(crate) const MARGIN: u64 = 1 << 20;
 pub(crate) const LOOKAHEAD: u64 = 4 << 20;
 /// Average bytes per sync below which zeroing pays.
 pub(crate) const SMALL_SYNC: u64 = 256 << 10;
+/// Bytes written between two write-behind syncs (at most a quarter of a segment).
+pub(crate) const WRITE_BEHIND: u64 = 8 << 20;
 
-/// Shared between the log's writer and its zeroing thread.
-pub(crate) struct ZeroAhead {
+/// What the worker does for this log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Zero ahead of the tail (durable policies).
+    ZeroFill,
+    /// Sync behind the tail (non-durable policies).
+    WriteBehind,
+}
+
+/// Shared between the log's writer and its tail thread.
+pub(crate) struct TailWorker {
+    mode: Mode,
     state: Mutex<State>,
     changed: Condvar,
     /// Start of the chunk being zeroed, `u64::MAX` when none: read on every write.
@@ -62,7 +89,7 @@ pub(crate) struct ZeroAhead {
 struct State {
     /// The segment being zeroed: the active one, until a roll, truncation or close.
     target: Option<Arc<Segment>>,
-    /// Zeroed up to here in `target`.
+    /// Zeroed (zero-fill) or synced (write-behind) up to here in `target`.
     next: u64,
     busy: bool,
     /// Set by the writer when the tail passed `wake_at`.
@@ -72,9 +99,12 @@ struct State {
 
 /// What the zeroing thread should do next.
 pub(crate) enum Claim {
-    /// Zero `[from, to)` of the segment, then call [`ZeroAhead::finish`].
+    /// Zero `[from, to)` of the segment, then call [`TailWorker::finish`].
     Chunk(Arc<Segment>, u64, u64),
-    /// Nothing to zero now: wait with [`ZeroAhead::wait_for_work`].
+    /// Sync the segment, whose data reaches the given position, then call
+    /// [`TailWorker::finish`] with it.
+    Sync(Arc<Segment>, u64),
+    /// Nothing to zero now: wait with [`TailWorker::wait_for_work`].
     Idle,
     /// The log is closing.
     Stop,
@@ -84,9 +114,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl ZeroAhead {
-    pub(crate) fn new(target: Option<Arc<Segment>>) -> Self {
+impl TailWorker {
+    pub(crate) fn new(mode: Mode, target: Option<Arc<Segment>>) -> Self {
         Self {
+            mode,
             state: Mutex::new(State {
                 target,
                 next: 0,
@@ -121,6 +152,16 @@ impl ZeroAhead {
             return Claim::Idle;
         };
         let target = Arc::clone(target);
+        if self.mode == Mode::WriteBehind {
+            let every = WRITE_BEHIND.min(segment_bytes / 4);
+            if tail >= s.next + every {
+                s.busy = true;
+                return Claim::Sync(target, tail);
+            }
+            s.nudged = false;
+            self.wake_at.store(s.next + every, Ordering::Release);
+            return Claim::Idle;
+        }
         // Small segments (tests use 1 MiB) are zero-filled too, with scaled-down steps.
         let margin = MARGIN.min(segment_bytes / 8);
         let chunk = CHUNK.min(segment_bytes / 4);
@@ -145,7 +186,7 @@ impl ZeroAhead {
         Claim::Chunk(target, from, to)
     }
 
-    /// Ends the claimed chunk; after a failure the segment is left as it is.
+    /// Ends the claimed chunk or sync; after a failure the segment is left as it is.
     pub(crate) fn finish(&self, to: u64, ok: bool) {
         let mut s = lock(&self.state);
         s.busy = false;
@@ -223,18 +264,18 @@ impl ZeroAhead {
     }
 }
 
-/// The zeroing thread's own handle on a segment's data file.
+/// The tail thread's own handle on a segment's data file.
 ///
 /// Its own open file description, not the segment's: Linux reports a writeback error to
 /// the fsync of every open file description once. Sharing the writer's would let this
 /// thread's fdatasync consume an error that belongs to a group commit, whose own
 /// fdatasync would then succeed.
-pub(crate) struct ZeroFile {
+pub(crate) struct TailFile {
     segment: Arc<Segment>,
     file: File,
 }
 
-impl ZeroFile {
+impl TailFile {
     pub(crate) fn open(segment: &Arc<Segment>) -> Result<Self> {
         let path = segment.data_path();
         let file = OpenOptions::new()
