@@ -99,6 +99,21 @@ fn extents(path: &Path) -> Option<Vec<(u64, u64, bool)>> {
     Some(list)
 }
 
+/// The first segment's data file, if its extents can be told written from unwritten
+/// here (else the test prints SKIPPED and ends).
+fn observable_first_segment(log: &Log) -> Option<std::path::PathBuf> {
+    let path = log.segments()[0].path.clone();
+    let Some(list) = extents(&path) else {
+        println!("SKIPPED: filefrag cannot list the extents here");
+        return None;
+    };
+    if !list.iter().any(|e| e.2) {
+        println!("SKIPPED: this file system shows no unwritten preallocated extents");
+        return None;
+    }
+    Some(path)
+}
+
 #[test]
 fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
     let dir = disk_tempdir();
@@ -110,15 +125,9 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
     for i in 0..10 {
         log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
     }
-    let path = log.segments()[0].path.clone();
-    let Some(first) = extents(&path) else {
-        println!("SKIPPED: filefrag cannot list the extents here");
+    let Some(path) = observable_first_segment(&log) else {
         return;
     };
-    if !first.iter().any(|e| e.2) {
-        println!("SKIPPED: this file system shows no unwritten preallocated extents");
-        return;
-    }
     // Margin 1 MiB, look-ahead 4 MiB: zeroing starts 1 MiB past the tail as it was when
     // the thread first looked (somewhere between empty and the 10 records), and blocks up
     // to 5 MiB get zeroed soon; the rest of the segment is left for later.
@@ -175,15 +184,9 @@ fn write_behind_syncs_the_tail_without_a_flush() {
     for _ in 0..200 {
         log.append(&mut batch(&values)).unwrap();
     }
-    let path = log.segments()[0].path.clone();
-    let Some(first) = extents(&path) else {
-        println!("SKIPPED: filefrag cannot list the extents here");
+    let Some(path) = observable_first_segment(&log) else {
         return;
     };
-    if !first.iter().any(|e| e.2) {
-        println!("SKIPPED: this file system shows no unwritten preallocated extents");
-        return;
-    }
     // The thread syncs once at least 8 MiB were written since its last sync (how much
     // more depends on when it gets the CPU): of 20 MiB, at least the first 8 MiB must be
     // written back soon.
