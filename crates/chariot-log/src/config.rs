@@ -52,10 +52,12 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_age: Option<Duration>,
-    /// Under a durable policy, write zeros ahead of the tail of the active segment in
-    /// the background, so that group commits overwrite written blocks rather than
-    /// preallocated ones (a cheaper fdatasync; see the `zero` module). Costs one extra
-    /// background write of each segment. Ignored by the non-durable policies.
+    /// Under a durable policy, write zeros a little ahead of the tail of the active
+    /// segment in the background, so that group commits overwrite written blocks rather
+    /// than preallocated ones (a cheaper fdatasync; see the `tail` module). It starts
+    /// with a segment's first write, runs only while syncs are small, and only on ext4
+    /// and XFS; it costs one extra background write of the bytes it zeroes. Ignored by
+    /// the non-durable policies.
     pub zero_fill_ahead: bool,
 }
 

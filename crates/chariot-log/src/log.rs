@@ -13,7 +13,7 @@ use crate::batch::{self, BatchHeader, RecordBatch};
 use crate::config::{LogConfig, SyncPolicy};
 use crate::error::{LogError, Result};
 use crate::segment::{self, AppendFailure, Segment, TruncatedTail};
-use crate::tail::{Claim, Mode, TailFile, TailWorker};
+use crate::tail::{self, Claim, Finish, Mode, TailFile, TailWorker};
 
 /// Name of the file whose advisory lock keeps a second process out of the directory.
 const LOCK_FILE: &str = "LOCK";
@@ -256,6 +256,8 @@ struct Shared {
     /// Background work on the tail: zero-filling ahead of it (durable policies with
     /// `zero_fill_ahead`) or syncing behind it (the other policies).
     tail: TailWorker,
+    /// Whether the tail thread runs (set at open).
+    tail_enabled: bool,
     _lock: File,
 }
 
@@ -371,8 +373,11 @@ impl Log {
         } else {
             Mode::WriteBehind
         };
-        let tail_work = mode == Mode::WriteBehind || config.zero_fill_ahead;
-        let tail = TailWorker::new(mode, tail_work.then(|| Arc::clone(&active)));
+        let tail_enabled = match mode {
+            Mode::WriteBehind => true,
+            Mode::ZeroFill => config.zero_fill_ahead && tail::zero_fill_pays(active.file()),
+        };
+        let tail = TailWorker::new(mode, tail_enabled.then(|| Arc::clone(&active)));
 
         let shared = Arc::new(Shared {
             dir,
@@ -397,22 +402,13 @@ impl Log {
             stopping: Condvar::new(),
             recovery,
             tail,
+            tail_enabled,
             _lock: lock_file,
             config,
         });
-        let syncer = match shared.config.sync {
-            SyncPolicy::Interval(every) => {
-                let s = Arc::clone(&shared);
-                Some(
-                    std::thread::Builder::new()
-                        .name("chariot-log-sync".into())
-                        .spawn(move || s.run_interval_sync(every))
-                        .map_err(|e| LogError::io("spawn sync thread", &shared.dir, e))?,
-                )
-            }
-            _ => None,
-        };
-        let tail_worker = if tail_work {
+        // The tail thread first: if the interval thread cannot start, the tail thread
+        // is stopped again, so a failed open leaves no thread holding the directory.
+        let tail_worker = if shared.tail_enabled {
             let s = Arc::clone(&shared);
             Some(
                 std::thread::Builder::new()
@@ -422,6 +418,25 @@ impl Log {
             )
         } else {
             None
+        };
+        let syncer = match shared.config.sync {
+            SyncPolicy::Interval(every) => {
+                let s = Arc::clone(&shared);
+                match std::thread::Builder::new()
+                    .name("chariot-log-sync".into())
+                    .spawn(move || s.run_interval_sync(every))
+                {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        shared.tail.stop();
+                        if let Some(t) = tail_worker {
+                            let _ = t.join();
+                        }
+                        return Err(LogError::io("spawn sync thread", &shared.dir, e));
+                    }
+                }
+            }
+            _ => None,
         };
         Ok(Self {
             shared,
@@ -760,7 +775,8 @@ impl Shared {
     fn after_rollback(&self, w: &Writer) {
         self.tail.retarget(None);
         if let Err(e) = w.active.trim() {
-            tracing::debug!(error = %e, "trimming after a failed write");
+            // Its sync may have been the one to see a writeback error of other data.
+            self.poison(e);
         }
     }
 
@@ -975,7 +991,7 @@ impl Shared {
         let mut list: Vec<Arc<Segment>> = self.segment_list().iter().cloned().collect();
         list.push(Arc::clone(&seg));
         self.set_segment_list(list);
-        if !self.config.sync.is_durable() || self.config.zero_fill_ahead {
+        if self.tail_enabled {
             self.tail.retarget(Some(Arc::clone(&seg)));
         }
         w.active = seg;
@@ -1085,6 +1101,8 @@ impl Shared {
     /// zero-filling of that segment; a sync error poisons the log like any failed sync.
     fn run_tail_worker(&self) {
         let mut file: Option<TailFile> = None;
+        // Nothing happens before the first write: an idle log costs nothing.
+        self.tail.wait_for_work();
         loop {
             let claim = {
                 let w = lock(&self.writer);
@@ -1103,6 +1121,8 @@ impl Shared {
                 Claim::Chunk(segment, from, to) => (segment, Some(from), to),
                 Claim::Sync(segment, upto) => (segment, None, upto),
             };
+            // Ends the claim even if this thread panics, so the writer never waits forever.
+            let mut done = Finish::new(&self.tail, to);
             if !file.as_ref().is_some_and(|f| f.is_for(&segment)) {
                 file = TailFile::open(&segment)
                     .inspect_err(|e| tracing::debug!(error = %e, "no tail work"))
@@ -1130,7 +1150,7 @@ impl Shared {
                     }
                 }
             };
-            self.tail.finish(to, ok);
+            done.ok = ok;
         }
     }
 

@@ -10,8 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{LogError, Result};
@@ -81,6 +81,10 @@ pub struct Segment {
     size: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
+    /// Serializes the syncs made through `file` (see [`Segment::durably`]).
+    sync_lock: Mutex<()>,
+    /// Set once a sync through `file` failed: every later one fails too.
+    sync_failed: AtomicBool,
 }
 
 impl Segment {
@@ -102,6 +106,38 @@ impl Segment {
             size: AtomicU64::new(0),
             next_offset: AtomicU64::new(base_offset),
             max_timestamp: AtomicI64::new(i64::MIN),
+            sync_lock: Mutex::new(()),
+            sync_failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `op` (a sync, possibly after a length change) on the data file, one at a
+    /// time, with sticky failure.
+    ///
+    /// Linux reports a writeback error to the fsync of each open file description once.
+    /// Two syncs racing on this descriptor (a group commit's, and a roll's seal or a
+    /// truncation's) could otherwise split it: one fails, the other returns success
+    /// for data that never reached the disk, and a group would be acknowledged. So the
+    /// syncs are serialized, and once one failed, all later ones fail.
+    fn durably(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let _one_at_a_time = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(LogError::io(
+                what,
+                &self.data_path,
+                std::io::Error::other("an earlier sync of this file failed"),
+            ));
+        }
+        op(&self.file).map_err(|e| {
+            self.sync_failed.store(true, Ordering::Release);
+            LogError::io(what, &self.data_path, e)
         })
     }
 
@@ -136,6 +172,8 @@ impl Segment {
             size: AtomicU64::new(0),
             next_offset: AtomicU64::new(base_offset),
             max_timestamp: AtomicI64::new(i64::MIN),
+            sync_lock: Mutex::new(()),
+            sync_failed: AtomicBool::new(false),
         };
         let mut truncated = None;
         let loaded = if active {
@@ -340,10 +378,7 @@ impl Segment {
             .map_err(|e| LogError::io("stat", &self.data_path, e))?
             .len();
         if on_disk > size {
-            self.file
-                .set_len(size)
-                .and_then(|()| self.file.sync_all())
-                .map_err(|e| LogError::io("truncate", &self.data_path, e))?;
+            self.durably("truncate", |f| f.set_len(size).and_then(|()| f.sync_all()))?;
         }
         Ok(())
     }
@@ -439,11 +474,9 @@ impl Segment {
             let err = LogError::io("write", &self.data_path, e);
             // The cut must be durable too: whole batches of a partial write that reached
             // the disk would otherwise come back after a crash, though refused here.
-            return match self
-                .file
-                .set_len(start)
-                .and_then(|()| self.file.sync_data())
-            {
+            return match self.durably("truncate", |f| {
+                f.set_len(start).and_then(|()| f.sync_data())
+            }) {
                 Ok(()) => Err(AppendFailure::RolledBack(err)),
                 Err(_) => Err(AppendFailure::Unrecoverable(err)),
             };
@@ -471,9 +504,7 @@ impl Segment {
 
     /// fdatasync of the data file.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io("fdatasync", &self.data_path, e))
+        self.durably("fdatasync", File::sync_data)
     }
 
     /// Syncs the data file and writes the complete index file: called when the segment
@@ -557,10 +588,9 @@ impl Segment {
             self.position_of(offset)
                 .ok_or(LogError::NotBatchBoundary { offset })?
         };
-        self.file
-            .set_len(position)
-            .and_then(|()| self.file.sync_all())
-            .map_err(|e| LogError::io("truncate", &self.data_path, e))?;
+        self.durably("truncate", |f| {
+            f.set_len(position).and_then(|()| f.sync_all())
+        })?;
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         index.retain(|e| u64::from(e.position) < position);
         drop(index);

@@ -264,6 +264,48 @@ impl TailWorker {
     }
 }
 
+/// Ends a claim when dropped (also when the tail thread panics), so that the writer,
+/// which waits for claimed chunks, never waits forever.
+pub(crate) struct Finish<'a> {
+    tail: &'a TailWorker,
+    to: u64,
+    /// Whether the work succeeded; `false` until set.
+    pub(crate) ok: bool,
+}
+
+impl<'a> Finish<'a> {
+    pub(crate) fn new(tail: &'a TailWorker, to: u64) -> Self {
+        Self {
+            tail,
+            to,
+            ok: false,
+        }
+    }
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.tail.finish(self.to, self.ok);
+    }
+}
+
+/// ext4's and XFS's `statfs` magic numbers.
+const EXT4_MAGIC: i64 = 0xEF53;
+const XFS_MAGIC: i64 = 0x5846_5342;
+
+/// Whether zero-filling pays on the file system holding `file`: on ext4 and XFS a
+/// written block is overwritten in place. On copy-on-write file systems (btrfs, ZFS) the
+/// first write into a preallocated extent is the in-place one, and zeroing it first would
+/// make every data write allocate new space; elsewhere (tmpfs) there is nothing to gain.
+pub(crate) fn zero_fill_pays(file: &File) -> bool {
+    rustix::fs::fstatfs(file).is_ok_and(|s| {
+        // `f_type` is a C long: i64 here, i32 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        let magic = i64::from(s.f_type);
+        magic == EXT4_MAGIC || magic == XFS_MAGIC
+    })
+}
+
 /// The tail thread's own handle on a segment's data file.
 ///
 /// Its own open file description, not the segment's: Linux reports a writeback error to
@@ -312,5 +354,33 @@ impl TailFile {
         self.file
             .sync_data()
             .map_err(|e| LogError::io("fdatasync", self.segment.data_path(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn zero_fill_is_only_for_file_systems_that_overwrite_in_place() {
+        // tmpfs: nothing to gain.
+        if let Ok(dir) = tempfile::tempdir_in("/dev/shm") {
+            let file = File::create(dir.path().join("f")).unwrap();
+            assert!(!zero_fill_pays(&file));
+        }
+        // The repository's own disk: ext4 or XFS here, whatever statfs says elsewhere.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        let kind = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(dir.path())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        if let Ok(kind) = kind {
+            let expected = matches!(kind.as_str(), "ext2/ext3" | "ext4" | "xfs");
+            assert_eq!(zero_fill_pays(&file), expected, "file system {kind}");
+        }
     }
 }

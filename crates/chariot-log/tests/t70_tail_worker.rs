@@ -170,6 +170,27 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
 }
 
 #[test]
+fn an_idle_log_zeroes_nothing() {
+    let dir = disk_tempdir();
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let path = log.segments()[0].path.clone();
+    let Some(list) = extents(&path) else {
+        println!("SKIPPED: filefrag cannot list the extents here");
+        return;
+    };
+    let written: Vec<_> = list.iter().filter(|e| !e.2).collect();
+    assert!(
+        written.is_empty(),
+        "blocks written with no append: {written:?}"
+    );
+}
+
+#[test]
 fn write_behind_syncs_the_tail_without_a_flush() {
     let dir = disk_tempdir();
     let cfg = LogConfig {
