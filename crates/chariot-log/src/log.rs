@@ -719,17 +719,11 @@ impl Shared {
                 let base = w.next_offset;
                 batch.set_base_offset(base);
                 let h = batch.header();
-                self.tail.before_write(w.active.size() + batch.len() as u64);
-                match w.active.append(batch.as_bytes(), &[h]) {
+                match self.write_active(&w, batch.as_bytes(), &[h]) {
                     Ok(()) => {}
-                    Err(AppendFailure::RolledBack(e)) => {
-                        self.after_rollback(&w);
-                        return Err(e);
-                    }
+                    Err(AppendFailure::RolledBack(e)) => return Err(e),
                     Err(AppendFailure::Unrecoverable(e)) => return Err(self.poison(e)),
                 }
-                self.tail.wrote(w.active.size());
-                self.tail.synced(batch.len() as u64);
                 w.next_offset = h.next_offset();
                 return self.finish_direct(&w).map(|()| {
                     vec![AppendInfo {
@@ -769,15 +763,40 @@ impl Shared {
         Ok(infos)
     }
 
-    /// A failed write cut the active segment back to its data. A chunk of zeros that the
-    /// zeroing thread was writing past the cut could have grown the file again: stop
-    /// zeroing this segment and cut again, so the files are exactly as before the append.
-    fn after_rollback(&self, w: &Writer) {
-        self.tail.retarget(None);
-        if let Err(e) = w.active.trim() {
-            // Its sync may have been the one to see a writeback error of other data.
-            self.poison(e);
+    /// Writes batches at the end of the active segment (the only way the writer writes
+    /// to it), keeping the tail thread in step: waits out a chunk of zeros in the way,
+    /// reports the new tail and the write's size, and after a rolled-back write stops
+    /// the tail work on the segment and cuts it again. (A chunk of zeros being written
+    /// past the cut could have grown the file back; the second cut leaves the files
+    /// exactly as before the append.)
+    fn write_active(
+        &self,
+        w: &Writer,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<(), AppendFailure> {
+        self.tail.before_write(w.active.size() + bytes.len() as u64);
+        let written = w.active.append(bytes, headers);
+        match &written {
+            Ok(()) => self.tail.wrote(w.active.size(), bytes.len() as u64),
+            Err(AppendFailure::RolledBack(_)) => {
+                self.tail.retarget(None);
+                if let Err(e) = w.active.trim() {
+                    // Its sync may have been the one to see a writeback error of other data.
+                    self.poison(e);
+                }
+            }
+            Err(AppendFailure::Unrecoverable(_)) => {}
         }
+        written
+    }
+
+    /// Sets the outcome of every append of `group`, then wakes them all with one call.
+    fn complete(&self, group: &Group, outcome: impl Fn(&Slot) -> Result<(), SlotError>) {
+        for s in &group.slots {
+            let _ = s.outcome.set(outcome(s));
+        }
+        self.wake.wake(group.id, ALL);
     }
 
     /// Completes an append written directly (policies other than group commit).
@@ -857,11 +876,7 @@ impl Shared {
                 }
                 Err(e) => Err(SlotError::from_error(e)),
             };
-            // Every outcome is set before the one wake-up call for the whole group.
-            for s in &group.slots {
-                let _ = s.outcome.set(outcome.clone());
-            }
-            self.wake.wake(group.id, ALL);
+            self.complete(&group, |_| outcome.clone());
             let more = synced.is_ok() && !lock(&self.writer).pending_slots.is_empty();
             if more && rounds < EXTRA_ROUNDS {
                 rounds += 1;
@@ -896,34 +911,21 @@ impl Shared {
         }
         let bytes = std::mem::take(&mut w.pending);
         let headers = std::mem::take(&mut w.pending_headers);
-        self.tail.before_write(w.active.size() + bytes.len() as u64);
-        let failure = match w.active.append(&bytes, &headers) {
-            Ok(()) => {
-                self.tail.wrote(w.active.size());
-                self.tail.synced(bytes.len() as u64);
-                return (group, Ok(()));
-            }
-            Err(AppendFailure::RolledBack(e)) => {
-                self.after_rollback(w);
-                e
-            }
+        let failure = match self.write_active(w, &bytes, &headers) {
+            Ok(()) => return (group, Ok(())),
+            Err(AppendFailure::RolledBack(e)) => e,
             Err(AppendFailure::Unrecoverable(e)) => self.poison(e),
         };
         if let Some(first) = headers.first() {
             w.next_offset = first.base_offset;
         }
         let shared = SlotError::from_error(&failure);
-        for s in &group.slots {
-            let _ = s.outcome.set(Err(shared.clone()));
-        }
-        self.wake.wake(group.id, ALL);
-        (
-            Group {
-                id: group.id,
-                slots: Vec::new(),
-            },
-            Err(failure),
-        )
+        self.complete(&group, |_| Err(shared.clone()));
+        let completed = Group {
+            slots: Vec::new(),
+            ..group
+        };
+        (completed, Err(failure))
     }
 
     /// Makes everything appended so far durable (flush, close, interval policy).
@@ -954,20 +956,17 @@ impl Shared {
         kept: impl Fn(&Slot) -> bool,
     ) -> Result<()> {
         if let Err(e) = sync() {
-            for s in &group.slots {
-                let _ = s.outcome.set(Err(SlotError::Poisoned));
-            }
+            self.complete(group, |_| Err(SlotError::Poisoned));
             return Err(self.poison(e));
         }
         self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
-        for s in &group.slots {
-            let _ = s.outcome.set(if kept(s) {
+        self.complete(group, |s| {
+            if kept(s) {
                 Ok(())
             } else {
                 Err(SlotError::Truncated(s.next - 1))
-            });
-        }
-        self.wake.wake(group.id, ALL);
+            }
+        });
         Ok(())
     }
 

@@ -208,9 +208,14 @@ impl TailWorker {
         }
     }
 
-    /// Called by the writer after each write, with the new tail: wakes the zeroer when
-    /// the tail passed the point it asked for.
-    pub(crate) fn wrote(&self, tail: u64) {
+    /// Called by the writer after each write, with the new tail and the bytes written
+    /// (one write per sync under the durable policies): folds the size into the moving
+    /// average that gates zeroing, and wakes the thread when the tail passed the point it
+    /// asked for.
+    pub(crate) fn wrote(&self, tail: u64, bytes: u64) {
+        let avg = self.sync_bytes.load(Ordering::Relaxed);
+        self.sync_bytes
+            .store(avg - avg / 8 + bytes / 8, Ordering::Relaxed);
         if tail < self.wake_at.load(Ordering::Acquire) {
             return;
         }
@@ -221,13 +226,6 @@ impl TailWorker {
             drop(s);
             self.changed.notify_all();
         }
-    }
-
-    /// Folds the size of one sync into the moving average that gates zeroing.
-    pub(crate) fn synced(&self, bytes: u64) {
-        let avg = self.sync_bytes.load(Ordering::Relaxed);
-        self.sync_bytes
-            .store(avg - avg / 8 + bytes / 8, Ordering::Relaxed);
     }
 
     /// Called by the writer before writing up to position `end` of the active segment:
