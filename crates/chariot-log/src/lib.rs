@@ -27,5 +27,5 @@ mod tail;
 pub use batch::{BatchHeader, Header, Record, RecordBatch, RecordBatchBuilder, RecordView};
 pub use config::{LogConfig, SyncPolicy};
 pub use error::{BatchError, LogError, Result};
-pub use log::{AppendInfo, FileSlice, Log, ReadBatches, SegmentInfo};
+pub use log::{AppendInfo, FileSlice, Log, Pending, ReadBatches, SegmentInfo};
 pub use segment::{Segment, TruncatedTail};

@@ -1,11 +1,14 @@
 //! The log: an ordered list of segments, one writer, many readers, group commit.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::thread::futex;
 
@@ -17,6 +20,12 @@ use crate::tail::{self, Claim, Finish, Mode, TailFile, TailWorker};
 
 /// Name of the file whose advisory lock keeps a second process out of the directory.
 const LOCK_FILE: &str = "LOCK";
+
+/// How many more groups an appender leading a sync commits before it hands over.
+const EXTRA_ROUNDS: usize = 4;
+
+/// The longest a sync leader waits for the last group's appenders to come back.
+const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,15 +130,34 @@ struct Group {
     slots: Vec<Arc<Slot>>,
 }
 
-/// Where one group-commit append learns its outcome. Its thread sleeps on the futex word
-/// of its group (see [`WakeWords`]); whoever completes the group sets every slot's outcome
-/// and then wakes the whole group with one system call.
+/// Where one group-commit append learns its outcome. A blocking append's thread sleeps
+/// on the futex word of its group (see [`WakeWords`]); whoever completes the group sets
+/// every slot's outcome and then wakes the whole group with one system call. A submitted
+/// append ([`Log::submit`]) has no thread: its [`Pending`] future leaves a waker here.
 struct Slot {
     /// Offset after the append's last record.
     next: u64,
     /// The group this append belongs to (`Writer::group_id` when it was queued).
     group: u64,
     outcome: OnceLock<Result<(), SlotError>>,
+    /// `Some` for a submitted append: the waker of the task polling its [`Pending`].
+    waker: Option<Mutex<Option<Waker>>>,
+}
+
+impl Slot {
+    fn new(next: u64, group: u64, submitted: bool) -> Self {
+        Self {
+            next,
+            group,
+            outcome: OnceLock::new(),
+            waker: submitted.then(|| Mutex::new(None)),
+        }
+    }
+
+    /// Whether a thread sleeps on this slot's group word (rather than a task's waker).
+    fn has_thread(&self) -> bool {
+        self.waker.is_none()
+    }
 }
 
 /// Futex words the waiting appenders sleep on, one per group id modulo their number.
@@ -225,6 +253,92 @@ impl SlotError {
     }
 }
 
+/// What `Shared::enqueue` did with an append.
+enum Queued {
+    /// Appended, and as durable as the policy promises (policies other than group commit).
+    Done(Vec<AppendInfo>),
+    /// Queued for the next group commit; complete when the slot's outcome is set.
+    Waiting(Arc<Slot>, Vec<AppendInfo>),
+}
+
+/// An append queued by [`Log::submit`]: a future that resolves to the offsets assigned
+/// once the batches are as durable as the [`SyncPolicy`] promises.
+///
+/// The append is queued whether or not the future is polled: dropping it gives up the
+/// answer, not the append. It needs no particular runtime: the thread that completes the
+/// group commit calls the waker of the task that polled it last.
+#[must_use = "the append is queued either way; the future tells whether it is durable"]
+pub struct Pending {
+    state: PendingState,
+}
+
+enum PendingState {
+    /// The outcome is known (policies other than group commit, or already taken).
+    Ready(Option<Result<Vec<AppendInfo>>>),
+    Queued {
+        shared: Arc<Shared>,
+        slot: Arc<Slot>,
+        infos: Vec<AppendInfo>,
+    },
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queued = matches!(self.state, PendingState::Queued { .. });
+        f.debug_struct("Pending")
+            .field("queued", &queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<Vec<AppendInfo>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (shared, slot, infos) = match &mut self.state {
+            PendingState::Ready(outcome) => {
+                return match outcome.take() {
+                    Some(outcome) => Poll::Ready(outcome),
+                    None => panic!("chariot_log::Pending polled after it completed"),
+                }
+            }
+            PendingState::Queued {
+                shared,
+                slot,
+                infos,
+            } => (shared, slot, infos),
+        };
+        let finished = |outcome: &Result<(), SlotError>, infos: &mut Vec<AppendInfo>| {
+            outcome
+                .clone()
+                .map_err(SlotError::into_error)
+                .map(|()| std::mem::take(infos))
+        };
+        if let Some(outcome) = slot.outcome.get() {
+            let done = finished(outcome, infos);
+            self.state = PendingState::Ready(None);
+            return Poll::Ready(done);
+        }
+        if shared.poisoned.load(Ordering::Acquire) {
+            self.state = PendingState::Ready(None);
+            return Poll::Ready(Err(LogError::Poisoned));
+        }
+        if let Some(waker) = &slot.waker {
+            let mut w = lock(waker);
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        // The group may have completed before the waker was stored: look again.
+        if let Some(outcome) = slot.outcome.get() {
+            let done = finished(outcome, infos);
+            self.state = PendingState::Ready(None);
+            return Poll::Ready(done);
+        }
+        Poll::Pending
+    }
+}
+
 /// What a sync leader checks before publishing.
 struct CommitState {
     /// Mirrors `Writer::generation`; checked with `visible_next` updates under this lock.
@@ -241,13 +355,23 @@ struct Shared {
     visible_next: AtomicU64,
     commit: Mutex<CommitState>,
     /// Set by the one thread leading a sync (at most one at a time). Appenders claim it
-    /// with a compare-exchange, without taking a lock; `sync_now` waits for it under
-    /// `commit` with `sync_ended`, so it is cleared under that lock.
+    /// with a compare-exchange, without taking a lock.
     syncing: AtomicBool,
     /// Where group-commit appenders sleep until their group's outcome is set.
     wake: WakeWords,
-    /// Signalled when a sync ends, for `flush` and `close` waiting to lead one.
-    sync_ended: Condvar,
+    /// The commit thread's futex word (group commit only): bumped when submitted appends
+    /// may be waiting for a leader, on poisoning and on close.
+    commit_word: AtomicU32,
+    /// Tells the commit thread to exit.
+    commit_stop: AtomicBool,
+    /// How many appends the last group commit completed, and how long its fdatasync
+    /// took: what a leader expects to come back, and how long it may wait for them.
+    last_group: AtomicUsize,
+    last_sync_nanos: AtomicU64,
+    /// While a leader gathers a group: how many pending appends it waits for (0 when
+    /// nobody gathers), and the futex word it sleeps on.
+    gather_want: AtomicUsize,
+    gather_word: AtomicU32,
     poisoned: AtomicBool,
     closed: AtomicBool,
     stop: Mutex<bool>,
@@ -395,7 +519,12 @@ impl Log {
             wake: WakeWords(Default::default()),
             syncing: AtomicBool::new(false),
             commit: Mutex::new(CommitState { generation: 0 }),
-            sync_ended: Condvar::new(),
+            commit_word: AtomicU32::new(0),
+            commit_stop: AtomicBool::new(false),
+            last_group: AtomicUsize::new(0),
+            last_sync_nanos: AtomicU64::new(0),
+            gather_want: AtomicUsize::new(0),
+            gather_word: AtomicU32::new(0),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stop: Mutex::new(false),
@@ -419,24 +548,28 @@ impl Log {
         } else {
             None
         };
-        let syncer = match shared.config.sync {
-            SyncPolicy::Interval(every) => {
-                let s = Arc::clone(&shared);
-                match std::thread::Builder::new()
-                    .name("chariot-log-sync".into())
-                    .spawn(move || s.run_interval_sync(every))
-                {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        shared.tail.stop();
-                        if let Some(t) = tail_worker {
-                            let _ = t.join();
-                        }
-                        return Err(LogError::io("spawn sync thread", &shared.dir, e));
-                    }
+        // The interval policy's sync thread, or group commit's commit thread.
+        let s = Arc::clone(&shared);
+        let spawned = match shared.config.sync {
+            SyncPolicy::Interval(every) => std::thread::Builder::new()
+                .name("chariot-log-sync".into())
+                .spawn(move || s.run_interval_sync(every))
+                .map(Some),
+            SyncPolicy::GroupCommit => std::thread::Builder::new()
+                .name("chariot-log-commit".into())
+                .spawn(move || s.run_committer())
+                .map(Some),
+            _ => Ok(None),
+        };
+        let syncer = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                shared.tail.stop();
+                if let Some(t) = tail_worker {
+                    let _ = t.join();
                 }
+                return Err(LogError::io("spawn sync thread", &shared.dir, e));
             }
-            _ => None,
         };
         Ok(Self {
             shared,
@@ -456,6 +589,32 @@ impl Log {
     /// nothing. Offsets are assigned in order; one `AppendInfo` per batch.
     pub fn append_batches(&self, batches: &mut [RecordBatch]) -> Result<Vec<AppendInfo>> {
         self.shared.append_many(batches)
+    }
+
+    /// Queues batches to be appended as one unit, like [`Log::append_batches`], and
+    /// returns without waiting for the disk: the [`Pending`] future resolves to their
+    /// offsets once they are durable. Offsets are assigned, in order, before this returns.
+    ///
+    /// Under [`SyncPolicy::GroupCommit`] the batches join the next group, and the log's
+    /// commit thread (or any blocking appender) leads its write and fdatasync, so many
+    /// tasks on a few threads share one sync without a thread each. The calling thread
+    /// only copies the batches under the writer lock; once per segment it also seals the
+    /// full one (an fdatasync) before queuing. Under the other policies the batches are
+    /// appended before this returns, as by `append_batches`, and the future is ready.
+    ///
+    /// Invalid batches, a closed or poisoned log and a failed roll are reported here;
+    /// a failed write or sync of the group is reported by the future, and leaves the
+    /// files as they were (or poisons the log), as for a blocking append.
+    pub fn submit(&self, batches: &mut [RecordBatch]) -> Result<Pending> {
+        let state = match self.shared.enqueue(batches, true)? {
+            Queued::Done(infos) => PendingState::Ready(Some(Ok(infos))),
+            Queued::Waiting(slot, infos) => PendingState::Queued {
+                shared: Arc::clone(&self.shared),
+                slot,
+                infos,
+            },
+        };
+        Ok(Pending { state })
     }
 
     /// Reads whole batches starting with the one containing `from`, up to `max_bytes`
@@ -621,6 +780,8 @@ impl Log {
         }
         *lock(&self.shared.stop) = true;
         self.shared.stopping.notify_all();
+        self.shared.commit_stop.store(true, Ordering::Release);
+        self.shared.notify_committer();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
@@ -670,8 +831,10 @@ impl Shared {
     fn poison(&self, err: LogError) -> LogError {
         tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
         self.poisoned.store(true, Ordering::Release);
-        // Waiters check for poison whenever they wake: wake them all.
+        // Waiters check for poison whenever they wake: wake them all, and the commit
+        // thread, which fails the submitted appends no leader will take any more.
         self.wake.wake_all_groups();
+        self.notify_committer();
         err
     }
 
@@ -679,6 +842,19 @@ impl Shared {
     /// segment-roll decision is taken once for the whole call, so a call never straddles
     /// two segments (a segment may exceed `segment_bytes` by at most one call).
     fn append_many(&self, batches: &mut [RecordBatch]) -> Result<Vec<AppendInfo>> {
+        match self.enqueue(batches, false)? {
+            Queued::Done(infos) => Ok(infos),
+            Queued::Waiting(slot, infos) => {
+                self.wait_for(&slot)?;
+                Ok(infos)
+            }
+        }
+    }
+
+    /// Appends `batches` (see `append_many`) under every policy but group commit, and
+    /// queues them for the next group commit under that one: a blocking append then
+    /// waits for its slot (`submitted` false), a submitted one returns it to a future.
+    fn enqueue(&self, batches: &mut [RecordBatch], submitted: bool) -> Result<Queued> {
         self.check_usable()?;
         let mut total = 0u64;
         for b in batches.iter() {
@@ -694,7 +870,7 @@ impl Shared {
             total += b.len() as u64;
         }
         if batches.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Queued::Done(Vec::new()));
         }
         if total > self.config.segment_bytes {
             return Err(LogError::BatchTooLarge {
@@ -726,10 +902,10 @@ impl Shared {
                 }
                 w.next_offset = h.next_offset();
                 return self.finish_direct(&w).map(|()| {
-                    vec![AppendInfo {
+                    Queued::Done(vec![AppendInfo {
                         base_offset: base,
                         last_offset: h.next_offset() - 1,
-                    }]
+                    }])
                 });
             }
         }
@@ -747,20 +923,27 @@ impl Shared {
             });
         }
         if gc {
-            let slot = Arc::new(Slot {
-                next: w.next_offset,
-                group: w.group_id,
-                outcome: OnceLock::new(),
-            });
+            let slot = Arc::new(Slot::new(w.next_offset, w.group_id, submitted));
             w.pending_slots.push(Arc::clone(&slot));
+            let want = self.gather_want.load(Ordering::Relaxed);
+            let gathered = want != 0 && w.pending_slots.len() >= want;
             drop(w);
-            self.wait_for(&slot)?;
-            return Ok(infos);
+            if gathered {
+                self.gather_word.fetch_add(1, Ordering::Release);
+                let _ = futex::wake(&self.gather_word, futex::Flags::PRIVATE, 1);
+            }
+            // No thread waits on a submitted append: if no sync is running, the commit
+            // thread leads one. (A leader clears `syncing` before it last looks at the
+            // pending appends under the writer lock, so one of the two sees this one.)
+            if submitted && !self.syncing.load(Ordering::Acquire) {
+                self.notify_committer();
+            }
+            return Ok(Queued::Waiting(slot, infos));
         }
         let (_, written) = self.write_pending(&mut w);
         written?;
         self.finish_direct(&w)?;
-        Ok(infos)
+        Ok(Queued::Done(infos))
     }
 
     /// Writes batches at the end of the active segment (the only way the writer writes
@@ -793,10 +976,29 @@ impl Shared {
 
     /// Sets the outcome of every append of `group`, then wakes them all with one call.
     fn complete(&self, group: &Group, outcome: impl Fn(&Slot) -> Result<(), SlotError>) {
+        let mut threads = false;
         for s in &group.slots {
             let _ = s.outcome.set(outcome(s));
+            match &s.waker {
+                None => threads = true,
+                // Taken under the lock `Pending::poll` stores it with, after the outcome
+                // is set: either this finds the waker or the poll sees the outcome.
+                Some(waker) => {
+                    if let Some(waker) = lock(waker).take() {
+                        waker.wake();
+                    }
+                }
+            }
         }
-        self.wake.wake(group.id, ALL);
+        if threads {
+            self.wake.wake(group.id, ALL);
+        }
+    }
+
+    /// Asks the commit thread to look for submitted appends without a leader.
+    fn notify_committer(&self) {
+        self.commit_word.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&self.commit_word, futex::Flags::PRIVATE, 1);
     }
 
     /// Completes an append written directly (policies other than group commit).
@@ -833,7 +1035,7 @@ impl Shared {
             };
             if lead {
                 // Its error reached the slots it concerns, ours included if it did.
-                let _ = self.lead_sync();
+                let _ = self.lead_sync(EXTRA_ROUNDS);
                 continue;
             }
             // Woken when the group completes, when it should lead, or on poisoning; the
@@ -844,12 +1046,14 @@ impl Shared {
 
     /// Group commits, run by the thread that set `syncing`: write the pending batches,
     /// fdatasync the active segment, publish, complete the slots. If more appends queued
-    /// meanwhile, lead their sync too (a bounded number of times) rather than hand over:
-    /// waking another thread to lead costs a scheduling delay per sync.
-    fn lead_sync(&self) -> Result<()> {
-        const EXTRA_ROUNDS: usize = 4;
+    /// meanwhile, lead their sync too (up to `extra_rounds` times) rather than hand over:
+    /// waking another thread to lead costs a scheduling delay per sync. An appender
+    /// leading for its group stops after [`EXTRA_ROUNDS`] to get back to its caller; the
+    /// commit thread has no caller and goes on while there is work.
+    fn lead_sync(&self, extra_rounds: usize) -> Result<()> {
         let mut rounds = 0;
         loop {
+            self.gather();
             let (segment, upto, generation, group, written) = {
                 let mut w = lock(&self.writer);
                 let (group, written) = self.write_pending(&mut w);
@@ -863,7 +1067,11 @@ impl Shared {
             };
             // Earlier segments were synced when they were sealed, so syncing the active
             // one makes everything below `upto` durable.
+            let started = Instant::now();
             let synced = written.and_then(|()| segment.sync().map_err(|e| self.poison(e)));
+            self.last_sync_nanos
+                .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.last_group.store(group.slots.len(), Ordering::Relaxed);
             let outcome = match &synced {
                 Ok(()) => {
                     let c = lock(&self.commit);
@@ -878,23 +1086,62 @@ impl Shared {
             };
             self.complete(&group, |_| outcome.clone());
             let more = synced.is_ok() && !lock(&self.writer).pending_slots.is_empty();
-            if more && rounds < EXTRA_ROUNDS {
+            if more && rounds < extra_rounds {
                 rounds += 1;
                 continue;
             }
-            {
-                // Cleared under the lock `sync_now` waits with, so its wait cannot miss it.
-                let _c = lock(&self.commit);
-                self.syncing.store(false, Ordering::Release);
-            }
-            self.sync_ended.notify_all();
-            // Appends that queued during the last sync wait for a leader: wake one of them.
+            self.syncing.store(false, Ordering::Release);
+            // Appends that queued during the last sync wait for a leader: wake one of their
+            // threads, or the commit thread if they were all submitted.
             let w = lock(&self.writer);
-            if !w.pending_slots.is_empty() {
+            if w.pending_slots.iter().any(|s| s.has_thread()) {
                 self.wake.wake(w.group_id, 1);
+            } else if !w.pending_slots.is_empty() {
+                drop(w);
+                self.notify_committer();
             }
             return synced;
         }
+    }
+
+    /// Before a sync leader takes the pending appends: if the last group was large, wait
+    /// (at most as long as its fdatasync took, and [`MAX_GATHER`]) until most of its
+    /// appenders are back. They were woken together, and each needs a moment of CPU to
+    /// append again; a sync started at once would take the first few of them and make
+    /// the rest wait for a whole extra sync. A lone appender (a group of one or two)
+    /// never waits.
+    fn gather(&self) {
+        let last = self.last_group.load(Ordering::Relaxed);
+        let want = last - last / 8;
+        if want <= 1 {
+            return;
+        }
+        let budget =
+            Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
+        let deadline = Instant::now() + budget;
+        loop {
+            // Published before the count is read under the writer lock: an append queued
+            // after that read sees `want` and wakes this thread (after the word is read).
+            let seen = self.gather_word.load(Ordering::Acquire);
+            self.gather_want.store(want, Ordering::Relaxed);
+            if lock(&self.writer).pending_slots.len() >= want {
+                break;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let timeout = futex::Timespec {
+                tv_sec: 0,
+                tv_nsec: left.as_nanos().min(999_999_999) as i64,
+            };
+            let _ = futex::wait(
+                &self.gather_word,
+                futex::Flags::PRIVATE,
+                seen,
+                Some(&timeout),
+            );
+        }
+        self.gather_want.store(0, Ordering::Relaxed);
     }
 
     /// Writes the pending batches to the active segment and returns their slots. On a
@@ -928,21 +1175,18 @@ impl Shared {
         (completed, Err(failure))
     }
 
-    /// Makes everything appended so far durable (flush, close, interval policy).
+    /// Makes everything appended so far durable (flush, close, interval policy): joins
+    /// the next group commit with a slot of its own, as a blocking append without
+    /// batches, so a steady stream of appends leading syncs cannot keep it waiting.
     fn sync_now(&self) -> Result<()> {
-        let mut c = lock(&self.commit);
-        while self
-            .syncing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            c = self
-                .sync_ended
-                .wait(c)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        drop(c);
-        self.lead_sync()
+        let slot = {
+            let mut w = lock(&self.writer);
+            // It asks for no offset: `next` 0 is kept by any truncation racing it.
+            let slot = Arc::new(Slot::new(0, w.group_id, false));
+            w.pending_slots.push(Arc::clone(&slot));
+            slot
+        };
+        self.wait_for(&slot)
     }
 
     /// Makes a group just written by the writer durable with `sync`, publishes it, and
@@ -1150,6 +1394,46 @@ impl Shared {
                 }
             };
             done.ok = ok;
+        }
+    }
+
+    /// The commit thread (group commit only): leads the syncs of submitted appends,
+    /// which have no thread of their own to lead one. Blocking appenders still lead
+    /// their own groups; whoever claims `syncing` commits everything pending. Once the
+    /// log is poisoned no sync runs again, and it fails the appends still queued.
+    fn run_committer(&self) {
+        loop {
+            // Read the word before looking for work: a notification after this read
+            // moves it, so the wait below cannot miss it.
+            let seen = self.commit_word.load(Ordering::Acquire);
+            if self.commit_stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                let group = {
+                    let mut w = lock(&self.writer);
+                    Group {
+                        id: w.group_id,
+                        slots: std::mem::take(&mut w.pending_slots),
+                    }
+                };
+                self.complete(&group, |_| Err(SlotError::Poisoned));
+            } else {
+                let work = !lock(&self.writer).pending_slots.is_empty();
+                if work
+                    && !self.syncing.load(Ordering::Relaxed)
+                    && self
+                        .syncing
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    // Errors reached the slots they concern.
+                    let _ = self.lead_sync(usize::MAX);
+                    continue;
+                }
+            }
+            // EAGAIN (the word moved) and EINTR both mean: look again.
+            let _ = futex::wait(&self.commit_word, futex::Flags::PRIVATE, seen, None);
         }
     }
 

@@ -28,7 +28,18 @@ fn config() -> chariot_log::LogConfig {
     small(16, SyncPolicy::GroupCommit)
 }
 
-/// The child: appends from 4 threads forever, printing `ACK <offset> <value>` per record.
+/// Prints `ACK <offset> <value>` for each record of an acknowledged append.
+fn print_acks(out: &std::sync::Mutex<std::io::Stdout>, base: u64, values: &[Vec<u8>]) {
+    let mut o = out.lock().unwrap();
+    for (k, v) in values.iter().enumerate() {
+        writeln!(o, "ACK {} {}", base + k as u64, String::from_utf8_lossy(v)).unwrap();
+    }
+    o.flush().unwrap();
+}
+
+/// The child: appends forever from 3 threads blocked in `append` and from 8 tasks on a
+/// fourth thread awaiting `submit`, printing `ACK <offset> <value>` per record once its
+/// append is acknowledged.
 #[test]
 #[ignore = "child process of kill9_never_loses_an_acknowledged_record"]
 fn crash_child() {
@@ -37,33 +48,48 @@ fn crash_child() {
     };
     let log = Arc::new(Log::open(&dir, config()).unwrap());
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let threads: Vec<_> = (0..4)
+    let pid = std::process::id();
+    let values = move |writer: &str, seq: u64| -> Vec<Vec<u8>> {
+        (0..seq % 3 + 1)
+            .map(|k| format!("p{pid}-{writer}-s{seq}-k{k}").into_bytes())
+            .collect()
+    };
+    let mut threads: Vec<_> = (0..3)
         .map(|t| {
-            let log = Arc::clone(&log);
-            let out = Arc::clone(&out);
+            let (log, out) = (Arc::clone(&log), Arc::clone(&out));
             std::thread::spawn(move || {
-                let pid = std::process::id();
                 for seq in 0u64.. {
-                    let n = (seq % 3 + 1) as usize;
-                    let values: Vec<Vec<u8>> = (0..n)
-                        .map(|k| format!("p{pid}-t{t}-s{seq}-k{k}").into_bytes())
-                        .collect();
-                    let info = log.append(&mut batch(&values)).unwrap();
-                    let mut o = out.lock().unwrap();
-                    for (k, v) in values.iter().enumerate() {
-                        writeln!(
-                            o,
-                            "ACK {} {}",
-                            info.base_offset + k as u64,
-                            String::from_utf8_lossy(v)
-                        )
-                        .unwrap();
-                    }
-                    o.flush().unwrap();
+                    let v = values(&format!("t{t}"), seq);
+                    let info = log.append(&mut batch(&v)).unwrap();
+                    print_acks(&out, info.base_offset, &v);
                 }
             })
         })
         .collect();
+    let (log, out) = (Arc::clone(&log), Arc::clone(&out));
+    threads.push(std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let (log, out) = (Arc::clone(&log), Arc::clone(&out));
+                    tokio::spawn(async move {
+                        for seq in 0u64.. {
+                            let v = values(&format!("task{t}"), seq);
+                            let pending = log.submit(&mut [batch(&v)]).unwrap();
+                            let infos = pending.await.unwrap();
+                            print_acks(&out, infos[0].base_offset, &v);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    }));
     for t in threads {
         t.join().unwrap();
     }
@@ -143,5 +169,9 @@ fn kill9_never_loses_an_acknowledged_record() {
     assert!(
         acked.len() > rounds,
         "the child never acknowledged anything: the test did not exercise crashes"
+    );
+    assert!(
+        acked.values().any(|v| v.contains("-task")),
+        "no submitted append was acknowledged: the test did not exercise `submit`"
     );
 }

@@ -172,6 +172,52 @@ fn a_full_disk_is_a_typed_error_and_leaves_the_log_as_it_was() {
     assert_eq!(read_all(&log), acked);
 }
 
+/// The same through `Log::submit`: the failed group's future reports the full disk, and
+/// the group's write is undone before anyone hears of it.
+#[test]
+fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
+    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let dir = fs.path().join("log");
+    let cfg = LogConfig {
+        segment_bytes: 8 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, cfg.clone()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut hit_full = false;
+    for i in 0..1000u64 {
+        let v = value_for(i, 30 * 1024);
+        let before = dir_bytes(&dir);
+        let pending = log.submit(&mut [batch(std::slice::from_ref(&v))]).unwrap();
+        match rt.block_on(pending) {
+            Ok(infos) => acked.push((infos[0].base_offset, v)),
+            Err(LogError::NoSpace { path }) => {
+                assert!(path.starts_with(&dir));
+                assert_eq!(dir_bytes(&dir), before);
+                hit_full = true;
+                break;
+            }
+            Err(e) => panic!("expected NoSpace, got {e}"),
+        }
+    }
+    assert!(hit_full, "a 2 MiB tmpfs never filled up");
+    assert_eq!(read_all(&log), acked);
+    // The offsets of the failed group were given back: the next append takes them.
+    log.truncate_to(acked.len() as u64 - 10).unwrap();
+    acked.truncate(acked.len() - 10);
+    let infos = rt
+        .block_on(log.submit(&mut [batch(&[b"after".to_vec()])]).unwrap())
+        .unwrap();
+    assert_eq!(infos[0].base_offset, acked.len() as u64);
+    acked.push((infos[0].base_offset, b"after".to_vec()));
+    drop(log);
+    let log = Log::open(&dir, cfg).unwrap();
+    assert_eq!(read_all(&log), acked);
+}
+
 #[test]
 fn a_read_only_directory_is_a_typed_error_and_changes_nothing() {
     let Some(fs) = Tmpfs::mount("4m") else { return };
