@@ -27,6 +27,10 @@ const EXTRA_ROUNDS: usize = 4;
 /// The longest a sync leader waits for the last group's appenders to come back.
 const MAX_GATHER: Duration = Duration::from_millis(1);
 
+/// Pending bytes past which a leader stops waiting for more: a sync this large costs
+/// about its transfer time, so a bigger group saves nothing.
+const GATHER_BYTES: usize = 1 << 20;
+
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -926,7 +930,8 @@ impl Shared {
             let slot = Arc::new(Slot::new(w.next_offset, w.group_id, submitted));
             w.pending_slots.push(Arc::clone(&slot));
             let want = self.gather_want.load(Ordering::Relaxed);
-            let gathered = want != 0 && w.pending_slots.len() >= want;
+            let gathered =
+                want != 0 && (w.pending_slots.len() >= want || w.pending.len() >= GATHER_BYTES);
             drop(w);
             if gathered {
                 self.gather_word.fetch_add(1, Ordering::Release);
@@ -1124,8 +1129,11 @@ impl Shared {
             // after that read sees `want` and wakes this thread (after the word is read).
             let seen = self.gather_word.load(Ordering::Acquire);
             self.gather_want.store(want, Ordering::Relaxed);
-            if lock(&self.writer).pending_slots.len() >= want {
-                break;
+            {
+                let w = lock(&self.writer);
+                if w.pending_slots.len() >= want || w.pending.len() >= GATHER_BYTES {
+                    break;
+                }
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
