@@ -31,6 +31,23 @@ const MAX_GATHER: Duration = Duration::from_millis(1);
 /// about its transfer time, so a bigger group saves nothing.
 const GATHER_BYTES: usize = 1 << 20;
 
+/// The truncation marker: an empty file named `<offset>.truncate` (20 digits), present
+/// while a `truncate_to(offset)` may be half done. Its name is its content, so creating it
+/// needs no data block (it works on a full disk, where truncating is how space comes back)
+/// and it cannot be torn.
+fn truncate_marker(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{}.truncate", segment::file_stem(offset)))
+}
+
+/// The offset of a truncation marker's file name.
+fn parse_truncate_marker(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".truncate")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -447,6 +464,7 @@ impl Log {
         }
 
         let mut bases = Vec::new();
+        let mut markers = Vec::new();
         let listing = std::fs::read_dir(&dir).map_err(|e| LogError::io("list", &dir, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| LogError::io("list", &dir, e))?;
@@ -454,12 +472,37 @@ impl Log {
             let name = name.to_string_lossy();
             if let Some(base) = segment::parse_data_file_name(&name) {
                 bases.push(base);
+            } else if let Some(offset) = parse_truncate_marker(&name) {
+                markers.push(offset);
             } else if name.ends_with(".index.tmp") {
                 // A seal interrupted before its rename; the segment's index is rebuilt.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         bases.sort_unstable();
+        // A truncation interrupted by a crash: finish it before anything is read. The
+        // segments above the cut go (newest first, as `truncate_to` deletes them, so the
+        // rest stays contiguous); the last one left is cut below once it is open. (There
+        // is at most one marker: a truncation whose marker could not be removed poisons
+        // the log. Were there more, the lowest cut covers them all.)
+        let truncating = markers.iter().min().copied();
+        if let Some(offset) = truncating {
+            while let Some(&base) = bases.last() {
+                if base <= offset || bases.len() == 1 {
+                    break;
+                }
+                for ext in ["index", "log"] {
+                    let p = dir.join(format!("{}.{ext}", segment::file_stem(base)));
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(LogError::io("remove", &p, e)),
+                    }
+                }
+                bases.pop();
+            }
+            sync_dir(&dir)?;
+        }
 
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovery = Vec::new();
@@ -491,6 +534,16 @@ impl Log {
                 s
             }
         };
+        if let Some(offset) = truncating {
+            if active.next_offset() > offset {
+                active.truncate_to(offset)?;
+            }
+            for m in &markers {
+                let marker = truncate_marker(&dir, *m);
+                std::fs::remove_file(&marker).map_err(|e| LogError::io("remove", &marker, e))?;
+            }
+            sync_dir(&dir)?;
+        }
         // What recovery kept may only be in the page cache (kill -9 under a lazy policy):
         // make it durable before anyone is told it exists.
         active.sync()?;
@@ -1322,6 +1375,16 @@ impl Shared {
         }
         let (kept, gone) = list.split_at(i);
         let target = Arc::clone(target);
+        // From here on a crash leaves a half-done truncation (later segments deleted, the
+        // target not yet cut: the cut records would come back). The marker makes the
+        // next open finish it; it goes once the cut is durable, before any append.
+        let marker = truncate_marker(&self.dir, offset);
+        File::create(&marker).map_err(|e| LogError::io("create", &marker, e))?;
+        // If making it durable fails, it may still reach the disk: no append may be
+        // acknowledged after that (the next open would cut it), so the log is poisoned.
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(self.poison(e));
+        }
         // Nothing above the cut may stay visible or count as durable, even for a moment.
         {
             let mut c = lock(&self.commit);
@@ -1342,7 +1405,14 @@ impl Shared {
         if let Err(e) = target.truncate_to(offset) {
             return Err(self.poison(e));
         }
-        sync_dir(&self.dir)?;
+        // A marker left behind would cut acknowledged appends at the next open: if it
+        // cannot be removed durably, no append may be acknowledged any more.
+        if let Err(e) = std::fs::remove_file(&marker) {
+            return Err(self.poison(LogError::io("remove", &marker, e)));
+        }
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(self.poison(e));
+        }
         Ok(())
     }
 
