@@ -5,7 +5,9 @@
 //! segments that makes a partition's log, durable appends with group commit, recovery
 //! after a crash, truncation (for replication) and retention. It must never touch the
 //! network or require an async runtime: it is plain blocking I/O behind `&self` methods,
-//! safe to call from many threads, and the broker decides where those threads live.
+//! safe to call from many threads, and the broker decides where those threads live. An
+//! async caller can instead `submit` appends: the returned [`Pending`] future is woken by
+//! the thread that completes their group commit, whatever runtime polls it.
 //!
 //! Layout:
 //! - [`batch`]: the on-disk and on-wire [`RecordBatch`] layout, its builder and validation.
