@@ -1,5 +1,5 @@
-//! Property test: random interleavings of appends, reads, rolls, truncations, retention
-//! and reopen return exactly what was appended, in order.
+//! Property test: random interleavings of appends (blocking and submitted), reads, rolls,
+//! truncations, retention and reopen return exactly what was appended, in order.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +17,8 @@ use proptest::prelude::*;
 enum Op {
     /// Append a batch of records with these value sizes.
     Append(Vec<usize>),
+    /// Submit these batches one `submit` each, then await all their futures.
+    Submit(Vec<Vec<usize>>),
     /// Read from a point chosen as a fraction of the retained range.
     Read(f64, usize),
     /// Truncate to a batch boundary chosen as a fraction of the retained ones.
@@ -29,6 +31,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => prop::collection::vec(0usize..3000, 1..6).prop_map(Op::Append),
+        2 => prop::collection::vec(prop::collection::vec(0usize..3000, 1..4), 1..8)
+            .prop_map(Op::Submit),
         2 => (0.0..1.0f64, 1usize..20_000).prop_map(|(f, m)| Op::Read(f, m)),
         1 => (0.0..1.0f64).prop_map(Op::Truncate),
         1 => Just(Op::Reopen),
@@ -58,6 +62,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LogConfig { retention_bytes: retention, ..small(entries, sync) };
         let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         // Model: every record ever kept, by offset; batch start offsets; earliest retained.
         let mut model: Vec<Vec<u8>> = Vec::new();
         let mut boundaries: Vec<u64> = Vec::new();
@@ -76,6 +81,26 @@ proptest! {
                     prop_assert_eq!(info.last_offset, base + values.len() as u64 - 1);
                     boundaries.push(base);
                     model.extend(values);
+                }
+                Op::Submit(batches) => {
+                    let mut pending = Vec::new();
+                    for sizes in batches {
+                        let base = model.len() as u64;
+                        let values: Vec<Vec<u8>> = sizes
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &n)| value_for(base + k as u64, n))
+                            .collect();
+                        let p = log.submit(&mut [batch(&values)]).unwrap();
+                        pending.push((base, values.len() as u64, p));
+                        boundaries.push(base);
+                        model.extend(values);
+                    }
+                    for (base, n, p) in pending {
+                        let infos = rt.block_on(p).unwrap();
+                        prop_assert_eq!(infos[0].base_offset, base);
+                        prop_assert_eq!(infos[0].last_offset, base + n - 1);
+                    }
                 }
                 Op::Read(f, max) => {
                     let span = model.len() as u64 - earliest;
