@@ -179,6 +179,12 @@ impl Slot {
     fn has_thread(&self) -> bool {
         self.waker.is_none()
     }
+
+    /// A `sync_now` slot: it asks for no offset (an append's `next` is at least 1), only
+    /// for a sync, so a truncation racing it does not concern it.
+    fn is_flush(&self) -> bool {
+        self.next == 0
+    }
 }
 
 /// Futex words the waiting appenders sleep on, one per group id modulo their number.
@@ -274,6 +280,23 @@ impl SlotError {
     }
 }
 
+/// Gives up leadership if a sync leader unwinds (a panicking waker, say): `syncing`
+/// left set would stop every group commit for good.
+struct Leading<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.syncing.store(false, Ordering::Release);
+            self.shared.wake.wake_all_groups();
+            self.shared.notify_committer();
+        }
+    }
+}
+
 /// What `Shared::enqueue` did with an append.
 enum Queued {
     /// Appended, and as durable as the policy promises (policies other than group commit).
@@ -287,7 +310,9 @@ enum Queued {
 ///
 /// The append is queued whether or not the future is polled: dropping it gives up the
 /// answer, not the append. It needs no particular runtime: the thread that completes the
-/// group commit calls the waker of the task that polled it last.
+/// group commit calls the waker of the task that polled it last. A `Pending` shares the
+/// log's state: until it is dropped, the directory stays locked even after the log is
+/// closed.
 #[must_use = "the append is queued either way; the future tells whether it is durable"]
 pub struct Pending {
     state: PendingState,
@@ -535,6 +560,17 @@ impl Log {
             }
         };
         if let Some(offset) = truncating {
+            if active.base_offset() > offset {
+                return Err(LogError::Corrupt {
+                    path: truncate_marker(&dir, offset),
+                    position: 0,
+                    offset,
+                    reason: format!(
+                        "truncation marker below the first segment (offset {})",
+                        active.base_offset()
+                    ),
+                });
+            }
             if active.next_offset() > offset {
                 active.truncate_to(offset)?;
             }
@@ -847,9 +883,15 @@ impl Log {
             let _ = t.join();
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
+            // No sync will run: appends still queued (submitted ones, whose futures may
+            // outlive the log) are failed rather than left waiting.
+            self.shared.fail_pending();
             return Err(LogError::Poisoned);
         }
-        self.shared.sync_now()?;
+        if let Err(e) = self.shared.sync_now() {
+            self.shared.fail_pending();
+            return Err(e);
+        }
         // A cleanly closed log leaves no preallocated zeros behind.
         lock(&self.shared.writer).active.trim()
     }
@@ -1042,7 +1084,8 @@ impl Shared {
                 // Taken under the lock `Pending::poll` stores it with, after the outcome
                 // is set: either this finds the waker or the poll sees the outcome.
                 Some(waker) => {
-                    if let Some(waker) = lock(waker).take() {
+                    let waker = lock(waker).take();
+                    if let Some(waker) = waker {
                         waker.wake();
                     }
                 }
@@ -1109,6 +1152,10 @@ impl Shared {
     /// leading for its group stops after [`EXTRA_ROUNDS`] to get back to its caller; the
     /// commit thread has no caller and goes on while there is work.
     fn lead_sync(&self, extra_rounds: usize) -> Result<()> {
+        let mut leading = Leading {
+            shared: self,
+            armed: true,
+        };
         let mut rounds = 0;
         loop {
             self.gather();
@@ -1142,12 +1189,16 @@ impl Shared {
                 }
                 Err(e) => Err(SlotError::from_error(e)),
             };
-            self.complete(&group, |_| outcome.clone());
+            self.complete(&group, |s| match &synced {
+                Ok(()) if s.is_flush() => Ok(()),
+                _ => outcome.clone(),
+            });
             let more = synced.is_ok() && !lock(&self.writer).pending_slots.is_empty();
             if more && rounds < extra_rounds {
                 rounds += 1;
                 continue;
             }
+            leading.armed = false;
             self.syncing.store(false, Ordering::Release);
             // Appends that queued during the last sync wait for a leader: wake one of their
             // threads, or the commit thread if they were all submitted.
@@ -1166,8 +1217,8 @@ impl Shared {
     /// (at most as long as its fdatasync took, and [`MAX_GATHER`]) until most of its
     /// appenders are back. They were woken together, and each needs a moment of CPU to
     /// append again; a sync started at once would take the first few of them and make
-    /// the rest wait for a whole extra sync. A lone appender (a group of one or two)
-    /// never waits.
+    /// the rest wait for a whole extra sync. A lone appender (a group of one) never
+    /// waits.
     fn gather(&self) {
         let last = self.last_group.load(Ordering::Relaxed);
         let want = last - last / 8;
@@ -1240,6 +1291,12 @@ impl Shared {
     /// the next group commit with a slot of its own, as a blocking append without
     /// batches, so a steady stream of appends leading syncs cannot keep it waiting.
     fn sync_now(&self) -> Result<()> {
+        if self.config.sync != SyncPolicy::GroupCommit {
+            // Appends are written in place under the writer lock, and a roll syncs the
+            // segment it seals: syncing the active segment covers everything appended.
+            let active = Arc::clone(&lock(&self.writer).active);
+            return active.sync().map_err(|e| self.poison(e));
+        }
         let slot = {
             let mut w = lock(&self.writer);
             // It asks for no offset: `next` 0 is kept by any truncation racing it.
@@ -1257,6 +1314,7 @@ impl Shared {
         &self,
         w: &Writer,
         group: &Group,
+        publish: u64,
         sync: impl FnOnce() -> Result<()>,
         kept: impl Fn(&Slot) -> bool,
     ) -> Result<()> {
@@ -1264,12 +1322,13 @@ impl Shared {
             self.complete(group, |_| Err(SlotError::Poisoned));
             return Err(self.poison(e));
         }
-        self.visible_next.fetch_max(w.next_offset, Ordering::AcqRel);
+        self.visible_next
+            .fetch_max(publish.min(w.next_offset), Ordering::AcqRel);
         self.complete(group, |s| {
-            if kept(s) {
+            if s.is_flush() || kept(s) {
                 Ok(())
             } else {
-                Err(SlotError::Truncated(s.next - 1))
+                Err(SlotError::Truncated(s.next.saturating_sub(1)))
             }
         });
         Ok(())
@@ -1282,7 +1341,8 @@ impl Shared {
         let (group, written) = self.write_pending(w);
         written?;
         // Sealing syncs the segment: everything written so far becomes durable.
-        self.settle(w, &group, || w.active.seal(), |_| true)?;
+        let upto = w.next_offset;
+        self.settle(w, &group, upto, || w.active.seal(), |_| true)?;
         // A segment that could not be created leaves nothing behind: appends continue in
         // the sealed one, which recovery treats as active again. But a created file that
         // is not in the list (its directory entry not durable) would break the next
@@ -1348,50 +1408,46 @@ impl Shared {
         self.check_usable()?;
         let mut w = lock(&self.writer);
         // Appends racing a truncation (a misuse: replication truncates a follower that
-        // takes no appends) are settled first, so the cut sees one consistent file.
+        // takes no appends) are written first, so the cut sees one consistent file; they
+        // are answered once the outcome of the truncation is known.
         let (group, written) = self.write_pending(&mut w);
         written?;
-        if !group.slots.is_empty() {
-            self.settle(&w, &group, || w.active.sync(), |s| s.next <= offset)?;
-        }
-        let list = self.segment_list();
-        let earliest = list.first().map_or(0, |s| s.base_offset());
-        if offset < earliest || offset > w.next_offset {
-            return Err(LogError::OffsetOutOfRange {
-                requested: offset,
-                earliest,
-                next: w.next_offset,
-            });
-        }
-        if offset == w.next_offset {
-            return Ok(());
-        }
-        let i = list.partition_point(|s| s.base_offset() <= offset);
-        let Some(target) = i.checked_sub(1).and_then(|i| list.get(i)) else {
-            return Err(LogError::NotBatchBoundary { offset });
+        let checked = self.check_truncation(&w, offset);
+        let (i, target) = match checked {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(_) => {
+                // Nothing to cut (or a refused cut): the appends are kept.
+                if !group.slots.is_empty() {
+                    let upto = w.next_offset;
+                    self.settle(&w, &group, upto, || w.active.sync(), |_| true)?;
+                }
+                return checked.map(|_| ());
+            }
         };
-        if offset != target.next_offset() && target.position_of(offset).is_none() {
-            return Err(LogError::NotBatchBoundary { offset });
-        }
-        let (kept, gone) = list.split_at(i);
-        let target = Arc::clone(target);
-        // From here on a crash leaves a half-done truncation (later segments deleted, the
-        // target not yet cut: the cut records would come back). The marker makes the
-        // next open finish it; it goes once the cut is durable, before any append.
-        let marker = truncate_marker(&self.dir, offset);
-        File::create(&marker).map_err(|e| LogError::io("create", &marker, e))?;
-        // If making it durable fails, it may still reach the disk: no append may be
-        // acknowledged after that (the next open would cut it), so the log is poisoned.
-        if let Err(e) = sync_dir(&self.dir) {
-            return Err(self.poison(e));
-        }
-        // Nothing above the cut may stay visible or count as durable, even for a moment.
+        // Nothing above the cut may become visible or count as durable from here on:
+        // a sync in flight now fails its group (`generation`), and any failure below
+        // poisons the log, since appenders above the cut may already have been told.
         {
             let mut c = lock(&self.commit);
             w.generation += 1;
             c.generation = w.generation;
-            self.visible_next.store(offset, Ordering::Release);
+            self.visible_next.fetch_min(offset, Ordering::AcqRel);
         }
+        if !group.slots.is_empty() {
+            self.settle(&w, &group, offset, || w.active.sync(), |s| s.next <= offset)?;
+        }
+        // From here on a crash leaves a half-done truncation (later segments deleted, the
+        // target not yet cut: the cut records would come back). The marker makes the
+        // next open finish it; it goes once the cut is durable, before any append.
+        let marker = truncate_marker(&self.dir, offset);
+        let created = File::create(&marker)
+            .map_err(|e| LogError::io("create", &marker, e))
+            .and_then(|_| sync_dir(&self.dir));
+        if let Err(e) = created {
+            return Err(self.poison(e));
+        }
+        let list = self.segment_list();
+        let (kept, gone) = list.split_at(i.min(list.len()));
         self.set_segment_list(kept.to_vec());
         w.active = Arc::clone(&target);
         w.next_offset = offset;
@@ -1407,13 +1463,39 @@ impl Shared {
         }
         // A marker left behind would cut acknowledged appends at the next open: if it
         // cannot be removed durably, no append may be acknowledged any more.
-        if let Err(e) = std::fs::remove_file(&marker) {
-            return Err(self.poison(LogError::io("remove", &marker, e)));
-        }
-        if let Err(e) = sync_dir(&self.dir) {
+        let removed = std::fs::remove_file(&marker)
+            .map_err(|e| LogError::io("remove", &marker, e))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = removed {
             return Err(self.poison(e));
         }
         Ok(())
+    }
+
+    /// Checks that `offset` is a place `truncate_to` can cut: `None` if it is the end
+    /// (nothing to cut), else the index of the first segment to delete and the segment
+    /// to cut.
+    fn check_truncation(&self, w: &Writer, offset: u64) -> Result<Option<(usize, Arc<Segment>)>> {
+        let list = self.segment_list();
+        let earliest = list.first().map_or(0, |s| s.base_offset());
+        if offset < earliest || offset > w.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                earliest,
+                next: w.next_offset,
+            });
+        }
+        if offset == w.next_offset {
+            return Ok(None);
+        }
+        let i = list.partition_point(|s| s.base_offset() <= offset);
+        let Some(target) = i.checked_sub(1).and_then(|i| list.get(i)) else {
+            return Err(LogError::NotBatchBoundary { offset });
+        };
+        if offset != target.next_offset() && target.position_of(offset).is_none() {
+            return Err(LogError::NotBatchBoundary { offset });
+        }
+        Ok(Some((i, Arc::clone(target))))
     }
 
     /// The tail thread. Zero-fill: zero the next chunk ahead of the tail, sync it,
@@ -1484,19 +1566,13 @@ impl Shared {
             // Read the word before looking for work: a notification after this read
             // moves it, so the wait below cannot miss it.
             let seen = self.commit_word.load(Ordering::Acquire);
+            if self.poisoned.load(Ordering::Acquire) {
+                self.fail_pending();
+            }
             if self.commit_stop.load(Ordering::Acquire) {
                 return;
             }
-            if self.poisoned.load(Ordering::Acquire) {
-                let group = {
-                    let mut w = lock(&self.writer);
-                    Group {
-                        id: w.group_id,
-                        slots: std::mem::take(&mut w.pending_slots),
-                    }
-                };
-                self.complete(&group, |_| Err(SlotError::Poisoned));
-            } else {
+            if !self.poisoned.load(Ordering::Acquire) {
                 let work = !lock(&self.writer).pending_slots.is_empty();
                 if work
                     && !self.syncing.load(Ordering::Relaxed)
@@ -1513,6 +1589,21 @@ impl Shared {
             // EAGAIN (the word moved) and EINTR both mean: look again.
             let _ = futex::wait(&self.commit_word, futex::Flags::PRIVATE, seen, None);
         }
+    }
+
+    /// On a poisoned log: drops the appends still queued (their bytes are never written)
+    /// and fails them, waking their threads and tasks.
+    fn fail_pending(&self) {
+        let group = {
+            let mut w = lock(&self.writer);
+            w.pending.clear();
+            w.pending_headers.clear();
+            Group {
+                id: w.group_id,
+                slots: std::mem::take(&mut w.pending_slots),
+            }
+        };
+        self.complete(&group, |_| Err(SlotError::Poisoned));
     }
 
     fn run_interval_sync(&self, every: Duration) {

@@ -186,6 +186,9 @@ fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    // Room to give back once the disk is full.
+    let filler = fs.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 256 * 1024]).unwrap();
     let mut acked = Vec::new();
     let mut hit_full = false;
     for i in 0..1000u64 {
@@ -205,7 +208,14 @@ fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
     }
     assert!(hit_full, "a 2 MiB tmpfs never filled up");
     assert_eq!(read_all(&log), acked);
-    // The offsets of the failed group were given back: the next append takes them.
+    // The offsets of the failed group were given back: with room again, the next
+    // submitted append takes them.
+    std::fs::remove_file(&filler).unwrap();
+    let infos = rt
+        .block_on(log.submit(&mut [batch(&[b"room".to_vec()])]).unwrap())
+        .unwrap();
+    assert_eq!(infos[0].base_offset, acked.len() as u64);
+    acked.push((infos[0].base_offset, b"room".to_vec()));
     log.truncate_to(acked.len() as u64 - 10).unwrap();
     acked.truncate(acked.len() - 10);
     let infos = rt

@@ -224,8 +224,20 @@ fn bad_batches_are_refused_at_submit_and_change_nothing() {
     assert_eq!(read_all(&log), vec![(0, b"kept".to_vec())]);
 }
 
+/// Runs `f` on a thread and fails the test if it has not returned within 60 s (a hang
+/// detector, not a timing assertion).
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} did not return within 60 s"))
+}
+
 /// `flush` takes a slot in the next group commit, so tasks keeping the commit thread
-/// busy leading syncs cannot make it wait for a gap in their stream.
+/// busy leading syncs cannot make it wait for a gap in their stream; and what was
+/// submitted before a flush is acknowledged when the flush returns.
 #[test]
 fn flush_completes_while_submitted_appends_keep_coming() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,21 +271,81 @@ fn flush_completes_while_submitted_appends_keep_coming() {
             })
         })
     };
-    for _ in 0..50 {
-        let before = log.next_offset();
-        log.flush().unwrap();
-        // Everything appended before the flush began is acknowledged now.
-        if before > 0 {
-            let r = log.read(before - 1, 1 << 16).unwrap();
-            assert!(
-                !r.bytes.is_empty(),
-                "offset {} not visible after flush",
-                before - 1
-            );
+    let flusher = Arc::clone(&log);
+    let mine = finishes("flush under a steady stream", move || {
+        let mut mine = 0u64;
+        for i in 0..50 {
+            let pending = flusher
+                .submit(&mut [batch(&[format!("flushed-{i}").into_bytes()])])
+                .unwrap();
+            flusher.flush().unwrap();
+            match poll_once(pending) {
+                Poll::Ready(Ok(_)) => mine += 1,
+                other => panic!("submitted before a flush, not done after it: {other:?}"),
+            }
         }
-    }
+        mine
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let total = producer.join().unwrap();
     assert!(total > 0, "the producers never appended");
-    assert_eq!(read_all(&log).len() as u64, total);
+    assert_eq!(read_all(&log).len() as u64, total + mine);
+}
+
+/// Under the policies without group commit, `flush` syncs directly and never waits on
+/// a group: appends of several batches at once (which write in place) cannot strand it.
+#[test]
+fn flush_beside_multi_batch_appends_under_every_policy() {
+    for sync in [
+        SyncPolicy::Never,
+        SyncPolicy::EveryAppend,
+        SyncPolicy::Interval(Duration::from_millis(1)),
+        SyncPolicy::GroupCommit,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), small(8, sync)).unwrap());
+        let appender = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    let mut two = [batch(&[value_for(i, 50)]), batch(&[value_for(i, 60)])];
+                    log.append_batches(&mut two).unwrap();
+                }
+            })
+        };
+        let flusher = Arc::clone(&log);
+        finishes(&format!("flush under {sync:?}"), move || {
+            for _ in 0..300 {
+                flusher.flush().unwrap();
+            }
+        });
+        appender.join().unwrap();
+        assert_eq!(read_all(&log).len(), 600, "{sync:?}");
+        let log = Arc::try_unwrap(log).unwrap();
+        finishes(&format!("close under {sync:?}"), move || {
+            log.close().unwrap()
+        });
+    }
+}
+
+/// Closing (or dropping) a log with submitted appends not yet awaited commits them:
+/// their futures resolve, and the records are there after a reopen.
+#[test]
+fn closing_the_log_completes_outstanding_futures() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let pending: Vec<_> = (0..200u64)
+        .map(|i| log.submit(&mut [batch(&[value_for(i, 100)])]).unwrap())
+        .collect();
+    finishes("close with futures outstanding", move || {
+        log.close().unwrap()
+    });
+    for (i, p) in pending.into_iter().enumerate() {
+        match poll_once(p) {
+            Poll::Ready(Ok(infos)) => assert_eq!(infos[0].base_offset, i as u64),
+            other => panic!("future {i} not done after close: {other:?}"),
+        }
+    }
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(read_all(&log).len(), 200);
 }

@@ -101,6 +101,30 @@ fn open_finishes_a_truncation_interrupted_at_any_point() {
     }
 }
 
+/// A marker at a segment's base empties that segment; a marker at or above the end of
+/// the log (the cut was already complete) changes nothing.
+#[test]
+fn open_finishes_a_truncation_at_a_segment_base_and_ignores_one_past_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let orig = tmp.path().join("orig");
+    let (all, _) = original(&orig);
+    for (cut, expect) in [(16u64, 16u64), (12, 12), (0, 0), (40, 40), (100, 40)] {
+        let dir = tmp.path().join(format!("cut-{cut}"));
+        copy_dir(&orig, &dir);
+        write_marker(&dir, cut);
+        let log = Log::open(&dir, config()).unwrap();
+        assert_eq!(
+            read_all(&log),
+            all[..expect as usize].to_vec(),
+            "marker {cut}"
+        );
+        assert_eq!(log.next_offset(), expect, "marker {cut}");
+        assert!(!marker(&dir, cut).exists(), "marker {cut} left");
+        let info = log.append(&mut batch(&[b"after".to_vec()])).unwrap();
+        assert_eq!(info.base_offset, expect);
+    }
+}
+
 /// The control for the test above: without the marker, the same half-done state brings
 /// the cut records back. This is what the marker is for.
 #[test]
@@ -131,9 +155,18 @@ fn a_finished_truncation_leaves_no_marker() {
     assert_eq!(log.next_offset(), CUT + 1);
 }
 
-/// A truncation needs no free space: the marker is an empty file.
+/// A truncation needs no free space on tmpfs: the marker is an empty file.
 #[test]
 fn a_truncation_works_on_a_full_disk() {
+    /// Unmounts even if the test panics.
+    struct Mounted(tempfile::TempDir);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let ok = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
@@ -144,11 +177,12 @@ fn a_truncation_works_on_a_full_disk() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
         return;
     }
+    let dir = Mounted(dir);
     let cfg = chariot_log::LogConfig {
         segment_bytes: 8 << 20,
         ..config()
     };
-    let path = dir.path().join("log");
+    let path = dir.0.path().join("log");
     let mut n = 0u64;
     {
         let log = Log::open(&path, cfg.clone()).unwrap();
@@ -166,8 +200,4 @@ fn a_truncation_works_on_a_full_disk() {
     }
     let log = Log::open(&path, cfg).unwrap();
     assert_eq!(log.next_offset(), n - 3);
-    drop(log);
-    let _ = std::process::Command::new("umount")
-        .arg(dir.path())
-        .status();
 }
