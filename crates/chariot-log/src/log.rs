@@ -512,6 +512,14 @@ impl Log {
         // the log. Were there more, the lowest cut covers them all.)
         let truncating = markers.iter().min().copied();
         if let Some(offset) = truncating {
+            if bases.first().is_some_and(|&first| first > offset) {
+                return Err(LogError::Corrupt {
+                    path: truncate_marker(&dir, offset),
+                    position: 0,
+                    offset,
+                    reason: "truncation marker below the first segment".into(),
+                });
+            }
             while let Some(&base) = bases.last() {
                 if base <= offset || bases.len() == 1 {
                     break;
@@ -560,17 +568,6 @@ impl Log {
             }
         };
         if let Some(offset) = truncating {
-            if active.base_offset() > offset {
-                return Err(LogError::Corrupt {
-                    path: truncate_marker(&dir, offset),
-                    position: 0,
-                    offset,
-                    reason: format!(
-                        "truncation marker below the first segment (offset {})",
-                        active.base_offset()
-                    ),
-                });
-            }
             if active.next_offset() > offset {
                 active.truncate_to(offset)?;
             }
@@ -1077,22 +1074,25 @@ impl Shared {
     /// Sets the outcome of every append of `group`, then wakes them all with one call.
     fn complete(&self, group: &Group, outcome: impl Fn(&Slot) -> Result<(), SlotError>) {
         let mut threads = false;
+        let mut wakers = Vec::new();
         for s in &group.slots {
             let _ = s.outcome.set(outcome(s));
             match &s.waker {
                 None => threads = true,
                 // Taken under the lock `Pending::poll` stores it with, after the outcome
                 // is set: either this finds the waker or the poll sees the outcome.
-                Some(waker) => {
-                    let waker = lock(waker).take();
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                }
+                Some(waker) => wakers.extend(lock(waker).take()),
             }
         }
         if threads {
             self.wake.wake(group.id, ALL);
+        }
+        // Every outcome is set before any waker runs, and a waker that panics (it is the
+        // caller's code) cannot keep the others from running.
+        for waker in wakers {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
+                tracing::error!(dir = %self.dir.display(), "a waker of a submitted append panicked");
+            }
         }
     }
 
@@ -1159,17 +1159,17 @@ impl Shared {
         let mut rounds = 0;
         loop {
             self.gather();
-            let (segment, upto, generation, group, written) = {
-                let mut w = lock(&self.writer);
-                let (group, written) = self.write_pending(&mut w);
-                (
-                    Arc::clone(&w.active),
-                    w.next_offset,
-                    w.generation,
-                    group,
-                    written,
-                )
-            };
+            let mut w = lock(&self.writer);
+            if self.poisoned.load(Ordering::Acquire) {
+                // Appends already told `Poisoned` may still be pending: none is written.
+                // (`leading` gives up leadership and wakes every waiter on its way out.)
+                drop(w);
+                self.fail_pending();
+                return Err(LogError::Poisoned);
+            }
+            let (group, written) = self.write_pending(&mut w);
+            let (segment, upto, generation) = (Arc::clone(&w.active), w.next_offset, w.generation);
+            drop(w);
             // Earlier segments were synced when they were sealed, so syncing the active
             // one makes everything below `upto` durable.
             let started = Instant::now();
@@ -1287,9 +1287,10 @@ impl Shared {
         (completed, Err(failure))
     }
 
-    /// Makes everything appended so far durable (flush, close, interval policy): joins
-    /// the next group commit with a slot of its own, as a blocking append without
-    /// batches, so a steady stream of appends leading syncs cannot keep it waiting.
+    /// Makes everything appended so far durable (flush, close, interval policy). Under
+    /// group commit it joins the next group with a slot of its own, as a blocking append
+    /// without batches, so a steady stream of appends leading syncs cannot keep it
+    /// waiting; under the other policies it syncs the active segment.
     fn sync_now(&self) -> Result<()> {
         if self.config.sync != SyncPolicy::GroupCommit {
             // Appends are written in place under the writer lock, and a roll syncs the
@@ -1407,6 +1408,7 @@ impl Shared {
     fn truncate_to(&self, offset: u64) -> Result<()> {
         self.check_usable()?;
         let mut w = lock(&self.writer);
+        self.check_usable()?;
         // Appends racing a truncation (a misuse: replication truncates a follower that
         // takes no appends) are written first, so the cut sees one consistent file; they
         // are answered once the outcome of the truncation is known.
@@ -1468,6 +1470,13 @@ impl Shared {
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = removed {
             return Err(self.poison(e));
+        }
+        // Everything below the cut is durable now (sealed segments, and the cut synced
+        // the target): readers and `next_offset` see up to it, even records a racing
+        // group wrote below the cut and never published.
+        {
+            let _c = lock(&self.commit);
+            self.visible_next.store(offset, Ordering::Release);
         }
         Ok(())
     }
@@ -1596,6 +1605,10 @@ impl Shared {
     fn fail_pending(&self) {
         let group = {
             let mut w = lock(&self.writer);
+            // Their offsets are given back, as after a failed write.
+            if let Some(first) = w.pending_headers.first() {
+                w.next_offset = first.base_offset;
+            }
             w.pending.clear();
             w.pending_headers.clear();
             Group {

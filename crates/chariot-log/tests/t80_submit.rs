@@ -349,3 +349,53 @@ fn closing_the_log_completes_outstanding_futures() {
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(read_all(&log).len(), 200);
 }
+
+/// A waker that panics (the caller's code) neither keeps the other appends of its group
+/// from being woken nor stops group commit.
+#[test]
+fn a_panicking_waker_does_not_strand_the_rest_of_its_group() {
+    struct Panics;
+    impl std::task::Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker panics");
+        }
+    }
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+    let (panicky, flagged) = (
+        Waker::from(Arc::new(Panics)),
+        Waker::from(Arc::clone(&flag)),
+    );
+    let mut first = log.submit(&mut [batch(&[b"first".to_vec()])]).unwrap();
+    let mut second = log.submit(&mut [batch(&[b"second".to_vec()])]).unwrap();
+    // Registered before the group completes (or already complete: then nothing to wake).
+    let first_done = std::pin::Pin::new(&mut first)
+        .poll(&mut Context::from_waker(&panicky))
+        .is_ready();
+    let second_done = std::pin::Pin::new(&mut second)
+        .poll(&mut Context::from_waker(&flagged))
+        .is_ready();
+    // A blocking append leads (or follows) the next sync and returns after it.
+    let log = Arc::new(log);
+    let appender = Arc::clone(&log);
+    finishes("an append after a panicking waker", move || {
+        appender.append(&mut batch(&[b"third".to_vec()])).unwrap();
+    });
+    if !second_done {
+        assert!(
+            flag.0.load(std::sync::atomic::Ordering::SeqCst),
+            "the second append's waker was never called"
+        );
+    }
+    let _ = first_done;
+    assert!(matches!(poll_once(second), Poll::Ready(Ok(_))));
+    assert!(matches!(poll_once(first), Poll::Ready(Ok(_))));
+    assert_eq!(read_all(&log).len(), 3);
+}

@@ -125,6 +125,25 @@ fn open_finishes_a_truncation_at_a_segment_base_and_ignores_one_past_the_end() {
     }
 }
 
+/// A marker below the first segment cannot come from a truncation (truncate_to refuses
+/// offsets below the earliest): open reports it and deletes nothing.
+#[test]
+fn a_marker_below_the_first_segment_is_reported_before_anything_is_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (all, _) = original(&dir);
+    remove_segment(&dir, 0);
+    remove_segment(&dir, 4);
+    write_marker(&dir, 5);
+    match Log::open(&dir, config()) {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, marker(&dir, 5)),
+        other => panic!("expected Corrupt naming the marker, got {other:?}"),
+    }
+    std::fs::remove_file(marker(&dir, 5)).unwrap();
+    let log = Log::open(&dir, config()).unwrap();
+    assert_eq!(read_all(&log), all[8..].to_vec());
+}
+
 /// The control for the test above: without the marker, the same half-done state brings
 /// the cut records back. This is what the marker is for.
 #[test]
