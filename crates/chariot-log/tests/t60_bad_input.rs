@@ -33,6 +33,7 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn oversized_empty_and_malformed_batches_are_refused_without_change() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
         max_batch_bytes: 4096,
@@ -66,6 +67,7 @@ fn oversized_empty_and_malformed_batches_are_refused_without_change() {
 
 #[test]
 fn invalid_configurations_are_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     for cfg in [
         LogConfig {
@@ -135,6 +137,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_is_a_typed_error_and_leaves_the_log_as_it_was() {
+    let _serial = serial();
     let Some(fs) = Tmpfs::mount("2m") else { return };
     let dir = fs.path().join("log");
     let cfg = LogConfig {
@@ -176,6 +179,7 @@ fn a_full_disk_is_a_typed_error_and_leaves_the_log_as_it_was() {
 /// the group's write is undone before anyone hears of it.
 #[test]
 fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
+    let _serial = serial();
     let Some(fs) = Tmpfs::mount("2m") else { return };
     let dir = fs.path().join("log");
     let cfg = LogConfig {
@@ -230,6 +234,7 @@ fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
 
 #[test]
 fn a_read_only_directory_is_a_typed_error_and_changes_nothing() {
+    let _serial = serial();
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let dir = fs.path().join("log");
     let log = Log::open(&dir, LogConfig::default()).unwrap();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chariot_log::{Log, LogConfig, SyncPolicy};
-use common::{batch, read_all, value_for};
+use common::{batch, read_all, serial, value_for};
 
 /// Tempdir on the disk the target directory is on (not a tmpfs), so extents are real.
 fn disk_tempdir() -> tempfile::TempDir {
@@ -26,6 +26,7 @@ fn disk_tempdir() -> tempfile::TempDir {
 
 #[test]
 fn appends_racing_the_zeroing_thread_lose_nothing() {
+    let _serial = serial();
     let dir = disk_tempdir();
     // 1 MiB segments: the zeroer works 128 KiB past the tail in 256 KiB chunks, and
     // 8 writers of 1-4 KiB records roll a segment every few hundred appends.
@@ -116,6 +117,7 @@ fn observable_first_segment(log: &Log) -> Option<std::path::PathBuf> {
 
 #[test]
 fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
+    let _serial = serial();
     let dir = disk_tempdir();
     let cfg = LogConfig {
         segment_bytes: 16 << 20,
@@ -171,6 +173,7 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
 
 #[test]
 fn an_idle_log_zeroes_nothing() {
+    let _serial = serial();
     let dir = disk_tempdir();
     let cfg = LogConfig {
         segment_bytes: 16 << 20,
@@ -192,6 +195,7 @@ fn an_idle_log_zeroes_nothing() {
 
 #[test]
 fn write_behind_syncs_the_tail_without_a_flush() {
+    let _serial = serial();
     let dir = disk_tempdir();
     let cfg = LogConfig {
         sync: SyncPolicy::Never,
@@ -229,6 +233,7 @@ fn write_behind_syncs_the_tail_without_a_flush() {
 
 #[test]
 fn non_durable_policies_and_the_switch_leave_preallocation_alone() {
+    let _serial = serial();
     for (sync, zero_fill_ahead) in [(SyncPolicy::Never, true), (SyncPolicy::GroupCommit, false)] {
         let dir = disk_tempdir();
         let cfg = LogConfig {

@@ -62,6 +62,7 @@ fn original(dir: &Path) -> (Vec<(u64, Vec<u8>)>, u64) {
 
 #[test]
 fn open_finishes_a_truncation_interrupted_at_any_point() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let orig = tmp.path().join("orig");
     let (all, cut_at) = original(&orig);
@@ -105,6 +106,7 @@ fn open_finishes_a_truncation_interrupted_at_any_point() {
 /// the log (the cut was already complete) changes nothing.
 #[test]
 fn open_finishes_a_truncation_at_a_segment_base_and_ignores_one_past_the_end() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let orig = tmp.path().join("orig");
     let (all, _) = original(&orig);
@@ -129,6 +131,7 @@ fn open_finishes_a_truncation_at_a_segment_base_and_ignores_one_past_the_end() {
 /// offsets below the earliest): open reports it and deletes nothing.
 #[test]
 fn a_marker_below_the_first_segment_is_reported_before_anything_is_deleted() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (all, _) = original(&dir);
@@ -148,6 +151,7 @@ fn a_marker_below_the_first_segment_is_reported_before_anything_is_deleted() {
 /// the cut records back. This is what the marker is for.
 #[test]
 fn without_the_marker_a_half_done_truncation_would_bring_records_back() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     original(&dir);
@@ -160,6 +164,7 @@ fn without_the_marker_a_half_done_truncation_would_bring_records_back() {
 
 #[test]
 fn a_finished_truncation_leaves_no_marker() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (all, _) = original(&dir);
@@ -177,6 +182,7 @@ fn a_finished_truncation_leaves_no_marker() {
 /// A truncation needs no free space on tmpfs: the marker is an empty file.
 #[test]
 fn a_truncation_works_on_a_full_disk() {
+    let _serial = serial();
     /// Unmounts even if the test panics.
     struct Mounted(tempfile::TempDir);
     impl Drop for Mounted {

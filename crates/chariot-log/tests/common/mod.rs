@@ -73,3 +73,13 @@ pub fn small(entries: u32, sync: SyncPolicy) -> LogConfig {
         zero_fill_ahead: true,
     }
 }
+
+/// Runs the tests of a binary that spawns processes one at a time (each test holds the
+/// guard). A child holds a copy of every open descriptor between its fork and its exec,
+/// another test's directory `LOCK` (an flock) included, so that test could find its own
+/// directory still locked when it reopens its log.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
