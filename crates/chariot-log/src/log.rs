@@ -41,11 +41,15 @@ fn truncate_marker(dir: &Path, offset: u64) -> PathBuf {
 
 /// The offset of a truncation marker's file name.
 fn parse_truncate_marker(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".truncate")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
+    segment::parse_offset_name(name, ".truncate")
+}
+
+/// Bumps a futex word, then wakes up to `n` of the threads sleeping on it. Whatever they
+/// wait for is published before the call; a thread that read the word before the bump
+/// does not go to sleep.
+fn wake_word(word: &AtomicU32, n: u32) {
+    word.fetch_add(1, Ordering::Release);
+    let _ = futex::wake(word, futex::Flags::PRIVATE, n);
 }
 
 /// What an append assigned.
@@ -232,9 +236,7 @@ impl WakeWords {
 
     /// Wakes up to `n` waiters of `group`, after the outcomes they wait for are set.
     fn wake(&self, group: u64, n: u32) {
-        let word = self.word(group);
-        word.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(word, futex::Flags::PRIVATE, n);
+        wake_word(self.word(group), n);
     }
 
     fn wake_all_groups(&self) {
@@ -354,34 +356,34 @@ impl Future for Pending {
                 infos,
             } => (shared, slot, infos),
         };
-        let finished = |outcome: &Result<(), SlotError>, infos: &mut Vec<AppendInfo>| {
-            outcome
-                .clone()
-                .map_err(SlotError::into_error)
-                .map(|()| std::mem::take(infos))
+        let outcome = |slot: &Slot, infos: &mut Vec<AppendInfo>| {
+            slot.outcome.get().map(|o| {
+                o.clone()
+                    .map_err(SlotError::into_error)
+                    .map(|()| std::mem::take(infos))
+            })
         };
-        if let Some(outcome) = slot.outcome.get() {
-            let done = finished(outcome, infos);
-            self.state = PendingState::Ready(None);
-            return Poll::Ready(done);
+        let mut done = outcome(slot, infos);
+        if done.is_none() && shared.poisoned.load(Ordering::Acquire) {
+            done = Some(Err(LogError::Poisoned));
         }
-        if shared.poisoned.load(Ordering::Acquire) {
-            self.state = PendingState::Ready(None);
-            return Poll::Ready(Err(LogError::Poisoned));
-        }
-        if let Some(waker) = &slot.waker {
-            let mut w = lock(waker);
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
+        if done.is_none() {
+            if let Some(waker) = &slot.waker {
+                let mut w = lock(waker);
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
             }
+            // The group may have completed before the waker was stored: look again.
+            done = outcome(slot, infos);
         }
-        // The group may have completed before the waker was stored: look again.
-        if let Some(outcome) = slot.outcome.get() {
-            let done = finished(outcome, infos);
-            self.state = PendingState::Ready(None);
-            return Poll::Ready(done);
+        match done {
+            Some(done) => {
+                self.state = PendingState::Ready(None);
+                Poll::Ready(done)
+            }
+            None => Poll::Pending,
         }
-        Poll::Pending
     }
 }
 
@@ -524,14 +526,7 @@ impl Log {
                 if base <= offset || bases.len() == 1 {
                     break;
                 }
-                for ext in ["index", "log"] {
-                    let p = dir.join(format!("{}.{ext}", segment::file_stem(base)));
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(LogError::io("remove", &p, e)),
-                    }
-                }
+                segment::delete_files_at(&dir, base)?;
                 bases.pop();
             }
             sync_dir(&dir)?;
@@ -1026,8 +1021,7 @@ impl Shared {
                 want != 0 && (w.pending_slots.len() >= want || w.pending.len() >= GATHER_BYTES);
             drop(w);
             if gathered {
-                self.gather_word.fetch_add(1, Ordering::Release);
-                let _ = futex::wake(&self.gather_word, futex::Flags::PRIVATE, 1);
+                wake_word(&self.gather_word, 1);
             }
             // No thread waits on a submitted append: if no sync is running, the commit
             // thread leads one. (A leader clears `syncing` before it last looks at the
@@ -1098,8 +1092,16 @@ impl Shared {
 
     /// Asks the commit thread to look for submitted appends without a leader.
     fn notify_committer(&self) {
-        self.commit_word.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&self.commit_word, futex::Flags::PRIVATE, 1);
+        wake_word(&self.commit_word, 1);
+    }
+
+    /// Claims the leadership of the next sync if nobody holds it.
+    fn try_lead(&self) -> bool {
+        !self.syncing.load(Ordering::Relaxed)
+            && self
+                .syncing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Completes an append written directly (policies other than group commit).
@@ -1127,14 +1129,7 @@ impl Shared {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(LogError::Poisoned);
             }
-            let lead = {
-                !self.syncing.load(Ordering::Relaxed)
-                    && self
-                        .syncing
-                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-            };
-            if lead {
+            if self.try_lead() {
                 // Its error reached the slots it concerns, ours included if it did.
                 let _ = self.lead_sync(EXTRA_ROUNDS);
                 continue;
@@ -1228,11 +1223,11 @@ impl Shared {
         let budget =
             Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
         let deadline = Instant::now() + budget;
+        // Published before the count is read under the writer lock: an append queued
+        // after that read sees `want` and wakes this thread (after the word is read).
+        self.gather_want.store(want, Ordering::Relaxed);
         loop {
-            // Published before the count is read under the writer lock: an append queued
-            // after that read sees `want` and wakes this thread (after the word is read).
             let seen = self.gather_word.load(Ordering::Acquire);
-            self.gather_want.store(want, Ordering::Relaxed);
             {
                 let w = lock(&self.writer);
                 if w.pending_slots.len() >= want || w.pending.len() >= GATHER_BYTES {
@@ -1583,13 +1578,7 @@ impl Shared {
             }
             if !self.poisoned.load(Ordering::Acquire) {
                 let work = !lock(&self.writer).pending_slots.is_empty();
-                if work
-                    && !self.syncing.load(Ordering::Relaxed)
-                    && self
-                        .syncing
-                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
+                if work && self.try_lead() {
                     // Errors reached the slots they concern.
                     let _ = self.lead_sync(usize::MAX);
                     continue;

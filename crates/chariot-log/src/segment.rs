@@ -46,11 +46,35 @@ pub fn file_stem(base_offset: u64) -> String {
 
 /// Parses a segment data file name (`<20 digits>.log`) into its base offset.
 pub fn parse_data_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
+    parse_offset_name(name, ".log")
+}
+
+/// Parses `<20 digits><suffix>` (the naming of segment files and of the log's other
+/// offset-named files) into the offset.
+pub(crate) fn parse_offset_name(name: &str, suffix: &str) -> Option<u64> {
+    let stem = name.strip_suffix(suffix)?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     stem.parse().ok()
+}
+
+/// Removes a file that may already be gone.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io("remove", path, e)),
+    }
+}
+
+/// Removes both files of the segment based at `base_offset` in `dir`, index first (a
+/// data file without its index is rebuilt; the reverse would be an orphan), for
+/// segments that are not open.
+pub(crate) fn delete_files_at(dir: &Path, base_offset: u64) -> Result<()> {
+    let (data_path, index_path) = paths(dir, base_offset);
+    remove_if_present(&index_path)?;
+    remove_if_present(&data_path)
 }
 
 /// Result of scanning a data file batch by batch.
@@ -598,11 +622,7 @@ impl Segment {
         self.next_offset.store(offset, Ordering::Release);
         // The on-disk index of this segment is now stale; it is rewritten on seal and
         // ignored (rebuilt) while the segment is active.
-        match std::fs::remove_file(&self.index_path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LogError::io("remove", &self.index_path, e)),
-        }
+        remove_if_present(&self.index_path)
     }
 
     /// Reads `len` bytes at `position`.
@@ -616,14 +636,8 @@ impl Segment {
 
     /// Removes both files. Open handles (readers) keep working until dropped.
     pub(crate) fn delete_files(&self) -> Result<()> {
-        for p in [&self.index_path, &self.data_path] {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("remove", p, e)),
-            }
-        }
-        Ok(())
+        remove_if_present(&self.index_path)?;
+        remove_if_present(&self.data_path)
     }
 }
 
