@@ -62,7 +62,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LogConfig { retention_bytes: retention, ..small(entries, sync) };
         let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = runtime();
         // Model: every record ever kept, by offset; batch start offsets; earliest retained.
         let mut model: Vec<Vec<u8>> = Vec::new();
         let mut boundaries: Vec<u64> = Vec::new();
@@ -71,11 +71,7 @@ proptest! {
             match op {
                 Op::Append(sizes) => {
                     let base = model.len() as u64;
-                    let values: Vec<Vec<u8>> = sizes
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &n)| value_for(base + k as u64, n))
-                        .collect();
+                    let values = values_from(base, &sizes);
                     let info = log.append(&mut batch(&values)).unwrap();
                     prop_assert_eq!(info.base_offset, base);
                     prop_assert_eq!(info.last_offset, base + values.len() as u64 - 1);
@@ -86,11 +82,7 @@ proptest! {
                     let mut pending = Vec::new();
                     for sizes in batches {
                         let base = model.len() as u64;
-                        let values: Vec<Vec<u8>> = sizes
-                            .iter()
-                            .enumerate()
-                            .map(|(k, &n)| value_for(base + k as u64, n))
-                            .collect();
+                        let values = values_from(base, &sizes);
                         let p = log.submit(&mut [batch(&values)]).unwrap();
                         pending.push((base, values.len() as u64, p));
                         boundaries.push(base);

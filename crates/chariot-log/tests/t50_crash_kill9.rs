@@ -68,10 +68,7 @@ fn crash_child() {
         .collect();
     let (log, out) = (Arc::clone(&log), Arc::clone(&out));
     threads.push(std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().block_on(async {
             let tasks: Vec<_> = (0..8)
                 .map(|t| {
                     let (log, out) = (Arc::clone(&log), Arc::clone(&out));

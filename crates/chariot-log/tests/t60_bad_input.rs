@@ -135,6 +135,31 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Appends 30 KiB records with `append` (which returns the offset given) until the disk
+/// is full; checks the failure is `NoSpace` in `dir` and that not a byte of the failed
+/// append remains. Returns what was acknowledged.
+fn fill_until_full(
+    dir: &Path,
+    mut append: impl FnMut(&[u8]) -> Result<u64, LogError>,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut acked = Vec::new();
+    for i in 0..1000u64 {
+        let v = value_for(i, 30 * 1024);
+        let before = dir_bytes(dir);
+        match append(&v) {
+            Ok(offset) => acked.push((offset, v)),
+            Err(LogError::NoSpace { path }) => {
+                assert!(path.starts_with(dir));
+                // Not a byte of the failed batch remains.
+                assert_eq!(dir_bytes(dir), before);
+                return acked;
+            }
+            Err(e) => panic!("expected NoSpace, got {e}"),
+        }
+    }
+    panic!("a 2 MiB tmpfs never filled up");
+}
+
 #[test]
 fn a_full_disk_is_a_typed_error_and_leaves_the_log_as_it_was() {
     let _serial = serial();
@@ -145,24 +170,10 @@ fn a_full_disk_is_a_typed_error_and_leaves_the_log_as_it_was() {
         ..LogConfig::default()
     };
     let log = Log::open(&dir, cfg.clone()).unwrap();
-    let mut acked = Vec::new();
-    let mut hit_full = false;
-    for i in 0..1000u64 {
-        let v = value_for(i, 30 * 1024);
-        let before = dir_bytes(&dir);
-        match log.append(&mut batch(std::slice::from_ref(&v))) {
-            Ok(info) => acked.push((info.base_offset, v)),
-            Err(LogError::NoSpace { path }) => {
-                assert!(path.starts_with(&dir));
-                // Not a byte of the failed batch remains.
-                assert_eq!(dir_bytes(&dir), before);
-                hit_full = true;
-                break;
-            }
-            Err(e) => panic!("expected NoSpace, got {e}"),
-        }
-    }
-    assert!(hit_full, "a 2 MiB tmpfs never filled up");
+    let mut acked = fill_until_full(&dir, |v| {
+        log.append(&mut batch(&[v.to_vec()]))
+            .map(|info| info.base_offset)
+    });
     assert_eq!(read_all(&log), acked);
     // Still usable once space is back: nothing was poisoned.
     log.truncate_to(acked.len() as u64 - 10).unwrap();
@@ -187,30 +198,14 @@ fn a_full_disk_fails_a_submitted_group_and_leaves_the_log_as_it_was() {
         ..LogConfig::default()
     };
     let log = Log::open(&dir, cfg.clone()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // Room to give back once the disk is full.
     let filler = fs.path().join("filler");
     std::fs::write(&filler, vec![1u8; 256 * 1024]).unwrap();
-    let mut acked = Vec::new();
-    let mut hit_full = false;
-    for i in 0..1000u64 {
-        let v = value_for(i, 30 * 1024);
-        let before = dir_bytes(&dir);
-        let pending = log.submit(&mut [batch(std::slice::from_ref(&v))]).unwrap();
-        match rt.block_on(pending) {
-            Ok(infos) => acked.push((infos[0].base_offset, v)),
-            Err(LogError::NoSpace { path }) => {
-                assert!(path.starts_with(&dir));
-                assert_eq!(dir_bytes(&dir), before);
-                hit_full = true;
-                break;
-            }
-            Err(e) => panic!("expected NoSpace, got {e}"),
-        }
-    }
-    assert!(hit_full, "a 2 MiB tmpfs never filled up");
+    let mut acked = fill_until_full(&dir, |v| {
+        let pending = log.submit(&mut [batch(&[v.to_vec()])]).unwrap();
+        rt.block_on(pending).map(|infos| infos[0].base_offset)
+    });
     assert_eq!(read_all(&log), acked);
     // The offsets of the failed group were given back: with room again, the next
     // submitted append takes them.

@@ -19,13 +19,6 @@ use std::time::Duration;
 use chariot_log::{Log, LogConfig, LogError, SyncPolicy};
 use common::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 /// Awaits a submitted append, failing the test rather than hanging if it never completes
 /// (a lost wake-up).
 async fn within<F: Future>(f: F) -> F::Output {

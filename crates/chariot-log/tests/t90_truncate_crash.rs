@@ -60,6 +60,25 @@ fn original(dir: &Path) -> (Vec<(u64, Vec<u8>)>, u64) {
     (all, cut_at)
 }
 
+/// Opens `dir`, whose marker is for `cut`, and checks the truncation was finished: the
+/// log holds exactly `kept`, ends there, the marker is gone, and an append lands at the
+/// end and stays across a reopen.
+fn assert_finished(dir: &Path, cut: u64, kept: &[(u64, Vec<u8>)], what: &str) {
+    let end = kept.len() as u64;
+    let log = Log::open(dir, config()).unwrap();
+    assert_eq!(read_all(&log), kept, "{what}");
+    assert_eq!(log.next_offset(), end, "{what}");
+    assert!(!marker(dir, cut).exists(), "{what}: marker left");
+    let info = log.append(&mut batch(&[b"after".to_vec()])).unwrap();
+    assert_eq!(info.base_offset, end, "{what}");
+    drop(log);
+    // The finished truncation and the append after it both stay.
+    let log = Log::open(dir, config()).unwrap();
+    let mut expected = kept.to_vec();
+    expected.push((end, b"after".to_vec()));
+    assert_eq!(read_all(&log), expected, "{what}, reopened");
+}
+
 #[test]
 fn open_finishes_a_truncation_interrupted_at_any_point() {
     let _serial = serial();
@@ -84,21 +103,7 @@ fn open_finishes_a_truncation_interrupted_at_any_point() {
             f.set_len(cut_at).unwrap();
             let _ = std::fs::remove_file(dir.join(format!("{:020}.index", 12)));
         }
-        let log = Log::open(&dir, config()).unwrap();
-        assert_eq!(read_all(&log), kept, "crash point {point}");
-        assert_eq!(log.next_offset(), CUT, "crash point {point}");
-        assert!(
-            !marker(&dir, CUT).exists(),
-            "crash point {point}: marker left"
-        );
-        let info = log.append(&mut batch(&[b"after".to_vec()])).unwrap();
-        assert_eq!(info.base_offset, CUT);
-        drop(log);
-        // The finished truncation and the append after it both stay.
-        let log = Log::open(&dir, config()).unwrap();
-        let mut expected = kept.clone();
-        expected.push((CUT, b"after".to_vec()));
-        assert_eq!(read_all(&log), expected, "crash point {point}, reopened");
+        assert_finished(&dir, CUT, &kept, &format!("crash point {point}"));
     }
 }
 
@@ -114,16 +119,7 @@ fn open_finishes_a_truncation_at_a_segment_base_and_ignores_one_past_the_end() {
         let dir = tmp.path().join(format!("cut-{cut}"));
         copy_dir(&orig, &dir);
         write_marker(&dir, cut);
-        let log = Log::open(&dir, config()).unwrap();
-        assert_eq!(
-            read_all(&log),
-            all[..expect as usize].to_vec(),
-            "marker {cut}"
-        );
-        assert_eq!(log.next_offset(), expect, "marker {cut}");
-        assert!(!marker(&dir, cut).exists(), "marker {cut} left");
-        let info = log.append(&mut batch(&[b"after".to_vec()])).unwrap();
-        assert_eq!(info.base_offset, expect);
+        assert_finished(&dir, cut, &all[..expect as usize], &format!("marker {cut}"));
     }
 }
 

@@ -38,6 +38,23 @@ pub fn value_for(offset: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// Values of the given sizes for the records from offset `base` on (see [`value_for`]).
+pub fn values_from(base: u64, sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| value_for(base + k as u64, n))
+        .collect()
+}
+
+/// A runtime on the calling thread, for tests whose writers are tasks awaiting `submit`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 /// Every readable record, in order, as (offset, value).
 pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
