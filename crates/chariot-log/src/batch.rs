@@ -17,6 +17,12 @@ pub const HEADER_LEN: usize = 58;
 pub const LENGTH_PREFIX: usize = 12;
 /// The only batch format version this build reads and writes.
 pub const MAGIC: u8 = 1;
+/// Flag bit of a batch written by `repair` in place of damaged bytes: its records are
+/// placeholders for offsets whose records were lost, so the offsets stay dense and are
+/// never handed to new records. Clients never set it (the broker refuses such batches).
+pub const FLAG_LOST: u8 = 0x01;
+/// Bytes of the smallest record (no key, empty value, no header).
+pub const MIN_RECORD_LEN: usize = RECORD_FIXED;
 
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
@@ -113,6 +119,11 @@ impl BatchHeader {
     /// Offset one past the last record of the batch.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.record_count)
+    }
+
+    /// Whether the batch stands for records lost to damage ([`FLAG_LOST`]).
+    pub fn is_lost(&self) -> bool {
+        self.flags & FLAG_LOST != 0
     }
 }
 
@@ -390,6 +401,34 @@ impl RecordBatch {
     pub fn records(&self) -> Records<'_> {
         Records::new(&self.buf)
     }
+
+    /// Whether the batch stands for records lost to damage ([`FLAG_LOST`]).
+    pub fn is_lost(&self) -> bool {
+        self.buf.get(FLAGS).is_some_and(|f| f & FLAG_LOST != 0)
+    }
+
+    /// A batch of exactly `len` bytes holding `count` placeholder records from `base`,
+    /// flagged [`FLAG_LOST`], to overwrite `len` damaged bytes in place. `None` if
+    /// `count` is 0 or the records do not fit (each takes [`MIN_RECORD_LEN`] bytes; the
+    /// last one's value is zero padding up to `len`).
+    pub fn lost_placeholder(base: u64, count: u32, len: usize, timestamp: i64) -> Option<Self> {
+        let fixed = HEADER_LEN.checked_add((count as usize).checked_mul(RECORD_FIXED)?)?;
+        let padding = len.checked_sub(fixed)?;
+        if count == 0 || padding > u32::MAX as usize {
+            return None;
+        }
+        let mut b = RecordBatchBuilder::with_capacity(len - HEADER_LEN);
+        for _ in 1..count {
+            b.push_parts(timestamp, None, &[], &[]);
+        }
+        b.push_parts(timestamp, None, &vec![0; padding], &[]);
+        let mut batch = b.build();
+        put(&mut batch.buf, FLAGS, &[FLAG_LOST]);
+        let crc = crc32c::crc32c(batch.buf.get(CRC_START..).unwrap_or_default());
+        put(&mut batch.buf, CRC, &crc.to_be_bytes());
+        batch.set_base_offset(base);
+        Some(batch)
+    }
 }
 
 /// Iterator over the records of one validated batch.
@@ -616,6 +655,24 @@ mod tests {
             validate(&longer),
             Err(BatchError::LengthMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_lost_placeholder_fills_exactly_its_bytes() {
+        for (count, len) in [(1u32, 58 + 18), (1, 500), (3, 58 + 54), (10, 4096)] {
+            let p = RecordBatch::lost_placeholder(7, count, len, 99);
+            let p = p.unwrap_or_else(|| panic!("{count} records in {len} bytes"));
+            assert_eq!(p.len(), len);
+            let h = validate(p.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(
+                h.map(|h| (h.base_offset, h.next_offset())),
+                Ok((7, 7 + u64::from(count)))
+            );
+            assert!(p.is_lost() && p.header().is_lost());
+        }
+        assert!(RecordBatch::lost_placeholder(0, 2, 58 + 35, 0).is_none());
+        assert!(RecordBatch::lost_placeholder(0, 0, 100, 0).is_none());
+        assert!(!sample().is_lost());
     }
 
     #[test]

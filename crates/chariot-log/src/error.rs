@@ -132,6 +132,10 @@ pub enum LogError {
     /// The configuration is unusable.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
+    /// The active segment holds damage with intact batches after it: the log serves its
+    /// intact prefix and refuses writes until it is repaired.
+    #[error("{0}; writes are refused until the log is repaired")]
+    Damaged(Box<crate::damage::Damage>),
     /// Another process holds the directory.
     #[error("{path} is locked by another process")]
     Locked {

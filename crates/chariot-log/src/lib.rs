@@ -13,6 +13,8 @@
 //! - [`batch`]: the on-disk and on-wire [`RecordBatch`] layout, its builder and validation.
 //! - [`segment`]: one [`Segment`] (data file + offset index) and its recovery scan.
 //! - [`log`]: the [`Log`]: segments, the single writer, group commit, readers, retention.
+//! - [`damage`]: damage with intact batches after it, which opens a log read-only
+//!   ([`Damage`]), and [`repair`], the operator's offline mending of it.
 //! - [`config`]: [`LogConfig`] and the durability [`SyncPolicy`].
 //! - [`error`]: [`LogError`] and [`BatchError`].
 //!
@@ -21,13 +23,17 @@
 
 pub mod batch;
 pub mod config;
+pub mod damage;
 pub mod error;
 pub mod log;
+pub mod repair;
 pub mod segment;
 mod tail;
 
 pub use batch::{BatchHeader, Header, Record, RecordBatch, RecordBatchBuilder, RecordView};
 pub use config::{LogConfig, SyncPolicy};
+pub use damage::Damage;
 pub use error::{BatchError, LogError, Result};
 pub use log::{AppendInfo, FileSlice, Log, Pending, ReadBatches, SegmentInfo};
+pub use repair::{repair, Action, Fix, RepairReport};
 pub use segment::{Segment, TruncatedTail};

@@ -14,8 +14,9 @@ use rustix::thread::futex;
 
 use crate::batch::{self, BatchHeader, RecordBatch};
 use crate::config::{LogConfig, SyncPolicy};
+use crate::damage::Damage;
 use crate::error::{LogError, Result};
-use crate::segment::{self, AppendFailure, Segment, TruncatedTail};
+use crate::segment::{self, AppendFailure, Recovered, Segment, TruncatedTail};
 use crate::tail::{self, Claim, Finish, Mode, TailFile, TailWorker};
 
 /// Name of the file whose advisory lock keeps a second process out of the directory.
@@ -425,6 +426,9 @@ struct Shared {
     stop: Mutex<bool>,
     stopping: Condvar,
     recovery: Vec<TruncatedTail>,
+    /// Damage found in the active segment at open ([`crate::damage`]): while set, the
+    /// log refuses every write and keeps every byte of the file.
+    damage: Option<Damage>,
     /// Background work on the tail: zero-filling ahead of it (durable policies with
     /// `zero_fill_ahead`) or syncing behind it (the other policies).
     tail: TailWorker,
@@ -534,9 +538,10 @@ impl Log {
 
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovery = Vec::new();
+        let mut damage = None;
         let last = bases.len().saturating_sub(1);
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, cut) = Segment::open(&dir, base, i == last)?;
+            let (seg, recovered) = Segment::open(&dir, base, i == last)?;
             if let Some(prev) = segments.last() {
                 if prev.next_offset() != base {
                     return Err(LogError::Corrupt {
@@ -550,7 +555,14 @@ impl Log {
                     });
                 }
             }
-            recovery.extend(cut);
+            match recovered {
+                Recovered::Clean => {}
+                Recovered::Cut(cut) => recovery.push(cut),
+                Recovered::Damaged(d) => {
+                    tracing::error!(damage = %d, "log is damaged: serving its intact prefix, refusing writes");
+                    damage = Some(d);
+                }
+            }
             segments.push(Arc::new(seg));
         }
         let active = match segments.last() {
@@ -562,6 +574,12 @@ impl Log {
                 s
             }
         };
+        if let (Some(offset), Some(d)) = (truncating, &damage) {
+            // Finishing the truncation would write into a file that is not understood.
+            if d.offset > offset {
+                return Err(LogError::Damaged(Box::new(d.clone())));
+            }
+        }
         if let Some(offset) = truncating {
             if active.next_offset() > offset {
                 active.truncate_to(offset)?;
@@ -575,17 +593,21 @@ impl Log {
         // What recovery kept may only be in the page cache (kill -9 under a lazy policy):
         // make it durable before anyone is told it exists.
         active.sync()?;
-        active.preallocate(config.segment_bytes);
+        if damage.is_none() {
+            active.preallocate(config.segment_bytes);
+        }
         let next = active.next_offset();
         let mode = if config.sync.is_durable() {
             Mode::ZeroFill
         } else {
             Mode::WriteBehind
         };
-        let tail_enabled = match mode {
-            Mode::WriteBehind => true,
-            Mode::ZeroFill => config.zero_fill_ahead && tail::zero_fill_pays(active.file()),
-        };
+        // A damaged log is never written, and its zeros would land on the damaged bytes.
+        let tail_enabled = damage.is_none()
+            && match mode {
+                Mode::WriteBehind => true,
+                Mode::ZeroFill => config.zero_fill_ahead && tail::zero_fill_pays(active.file()),
+            };
         let tail = TailWorker::new(mode, tail_enabled.then(|| Arc::clone(&active)));
 
         let shared = Arc::new(Shared {
@@ -615,6 +637,7 @@ impl Log {
             stop: Mutex::new(false),
             stopping: Condvar::new(),
             recovery,
+            damage,
             tail,
             tail_enabled,
             _lock: lock_file,
@@ -716,9 +739,10 @@ impl Log {
                 log_next: next,
             });
         };
-        let bytes = slice.segment.read_at(slice.position, slice.len as usize)?;
+        let mut bytes = slice.segment.read_at(slice.position, slice.len as usize)?;
         let mut at = 0usize;
         let mut expected = slice.first_offset;
+        let mut damaged = None;
         while at < bytes.len() {
             let position = slice.position + at as u64;
             let corrupt = |reason: String| LogError::Corrupt {
@@ -728,26 +752,48 @@ impl Log {
                 reason,
             };
             let rest = bytes.get(at..).unwrap_or_default();
-            let h = BatchHeader::parse(rest).map_err(|e| corrupt(e.to_string()))?;
-            if h.base_offset != expected {
-                return Err(corrupt(format!(
-                    "batch base offset {} where {expected} was expected",
-                    h.base_offset
-                )));
+            let checked = BatchHeader::parse(rest)
+                .map_err(|e| e.to_string())
+                .and_then(|h| {
+                    if h.base_offset != expected {
+                        return Err(format!(
+                            "batch base offset {} where {expected} was expected",
+                            h.base_offset
+                        ));
+                    }
+                    let one = rest
+                        .get(..h.total_len() as usize)
+                        .ok_or("batch length runs past the indexed range")?;
+                    batch::validate_crc(&h, one).map_err(|e| e.to_string())?;
+                    Ok(h)
+                });
+            match checked {
+                Ok(h) => {
+                    at += h.total_len() as usize;
+                    expected = h.next_offset();
+                }
+                Err(reason) => {
+                    damaged = Some(corrupt(reason));
+                    break;
+                }
             }
-            let one = rest
-                .get(..h.total_len() as usize)
-                .ok_or_else(|| corrupt("batch length runs past the indexed range".into()))?;
-            batch::validate_crc(&h, one).map_err(|e| corrupt(e.to_string()))?;
-            at += one.len();
-            expected = h.next_offset();
         }
+        // The batches before a damaged one are returned; the damaged one is an error only
+        // for a read that starts with it, so readers reach it, and reads past it work.
+        let next_offset = match damaged {
+            Some(e) if at == 0 => return Err(e),
+            Some(_) => {
+                bytes.truncate(at);
+                expected
+            }
+            None => slice.next_offset,
+        };
         Ok(ReadBatches {
             bytes,
             first_offset: slice.first_offset,
-            next_offset: slice.next_offset,
+            next_offset,
             log_earliest: earliest,
-            log_next: next.max(slice.next_offset),
+            log_next: next.max(next_offset),
         })
     }
 
@@ -835,6 +881,13 @@ impl Log {
         &self.shared.recovery
     }
 
+    /// Damage with intact batches after it, found in the active segment when this log
+    /// was opened: while there is some, the intact prefix is readable and every write
+    /// is refused with [`LogError::Damaged`] until [`crate::repair`] has run.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.shared.damage.as_ref()
+    }
+
     /// Removes every record at or after `offset`, which must be a batch boundary (or the
     /// end of the log). Used by replication to drop a divergent suffix.
     pub fn truncate_to(&self, offset: u64) -> Result<()> {
@@ -884,7 +937,11 @@ impl Log {
             self.shared.fail_pending();
             return Err(e);
         }
-        // A cleanly closed log leaves no preallocated zeros behind.
+        // A cleanly closed log leaves no preallocated zeros behind (a damaged one keeps
+        // every byte: what follows the damage is not preallocation).
+        if self.shared.damage.is_some() {
+            return Ok(());
+        }
         lock(&self.shared.writer).active.trim()
     }
 }
@@ -919,6 +976,15 @@ impl Shared {
         Ok(())
     }
 
+    /// Like `check_usable`, for operations that change the files.
+    fn check_writable(&self) -> Result<()> {
+        self.check_usable()?;
+        match &self.damage {
+            Some(d) => Err(LogError::Damaged(Box::new(d.clone()))),
+            None => Ok(()),
+        }
+    }
+
     fn poison(&self, err: LogError) -> LogError {
         tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
         self.poisoned.store(true, Ordering::Release);
@@ -946,7 +1012,7 @@ impl Shared {
     /// queues them for the next group commit under that one: a blocking append then
     /// waits for its slot (`submitted` false), a submitted one returns it to a future.
     fn enqueue(&self, batches: &mut [RecordBatch], submitted: bool) -> Result<Queued> {
-        self.check_usable()?;
+        self.check_writable()?;
         let mut total = 0u64;
         for b in batches.iter() {
             if b.len() > self.config.max_batch_bytes {
@@ -1401,7 +1467,7 @@ impl Shared {
     }
 
     fn truncate_to(&self, offset: u64) -> Result<()> {
-        self.check_usable()?;
+        self.check_writable()?;
         let mut w = lock(&self.writer);
         self.check_usable()?;
         // Appends racing a truncation (a misuse: replication truncates a follower that

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::damage::{self, Damage};
 use crate::error::{LogError, Result};
 
 /// Bytes of one on-disk index entry.
@@ -168,15 +169,14 @@ impl Segment {
     /// Opens an existing segment, trusting nothing: the index is loaded only if it agrees
     /// with the data file, and rebuilt otherwise.
     ///
-    /// `active` selects the recovery rule. For the active segment a damaged tail is a torn
-    /// write: it is cut at the last valid batch (the cut bytes are kept beside the segment
-    /// in a `.log.truncated-<position>` file). For a sealed segment, which was fsynced
-    /// before the next one was created, any damage is an error naming file and position.
-    pub(crate) fn open(
-        dir: &Path,
-        base_offset: u64,
-        active: bool,
-    ) -> Result<(Self, Option<TruncatedTail>)> {
+    /// `active` selects the recovery rule. For the active segment a damaged tail with
+    /// nothing valid after it is a torn write: it is cut at the last valid batch (the cut
+    /// bytes are kept beside the segment in a `.log.truncated-<position>` file). Damage
+    /// with an intact batch after it is not a torn write ([`crate::damage`]): nothing is
+    /// cut, the segment ends at the damage, and the damage is returned. For a sealed
+    /// segment, which was fsynced before the next one was created, any damage found by
+    /// the scan is an error naming file and position.
+    pub(crate) fn open(dir: &Path, base_offset: u64, active: bool) -> Result<(Self, Recovered)> {
         let (data_path, index_path) = paths(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -199,7 +199,7 @@ impl Segment {
             sync_lock: Mutex::new(()),
             sync_failed: AtomicBool::new(false),
         };
-        let mut truncated = None;
+        let mut recovered = Recovered::Clean;
         let loaded = if active {
             None
         } else {
@@ -220,7 +220,21 @@ impl Segment {
                     }
                     // Zeros after the last batch are preallocated space, not damage.
                     if let Some(end) = seg.last_nonzero_end(position, file_len)? {
-                        truncated = Some(seg.cut_tail(position, end, reason)?);
+                        // Up to the end of the file: a valid batch may end in zeros.
+                        // (Memory: at most one segment, and only for a damaged one.)
+                        let tail = seg.read_at(position, (file_len - position) as usize)?;
+                        let nonzero = tail.get(..(end - position) as usize).unwrap_or_default();
+                        recovered = match damage::find_resume(&tail, scan.next_offset) {
+                            Some((at, h)) => Recovered::Damaged(Damage {
+                                path: seg.data_path.clone(),
+                                position,
+                                offset: scan.next_offset,
+                                reason,
+                                resumes_at: position + at as u64,
+                                resumes_offset: h.base_offset,
+                            }),
+                            None => Recovered::Cut(seg.cut_tail(position, nonzero, reason)?),
+                        };
                     }
                 }
                 (
@@ -235,7 +249,7 @@ impl Segment {
         seg.size.store(valid_len, Ordering::Release);
         seg.next_offset.store(next_offset, Ordering::Release);
         seg.max_timestamp.store(max_ts, Ordering::Release);
-        Ok((seg, truncated))
+        Ok((seg, recovered))
     }
 
     /// Loads the on-disk index of a sealed segment if it is complete and consistent with
@@ -408,19 +422,16 @@ impl Segment {
     }
 
     /// Moves the bytes past `position` aside and truncates the data file there.
-    fn cut_tail(&self, position: u64, file_len: u64, reason: String) -> Result<TruncatedTail> {
+    /// `tail` holds the bytes from `position` to the last non-zero one.
+    fn cut_tail(&self, position: u64, tail: &[u8], reason: String) -> Result<TruncatedTail> {
         let mut kept_in = None;
-        let tail_len = file_len - position;
+        let tail_len = tail.len() as u64;
         if tail_len > 0 {
-            let mut tail = vec![0u8; tail_len as usize];
-            self.file
-                .read_exact_at(&mut tail, position)
-                .map_err(|e| LogError::io("read", &self.data_path, e))?;
             let side = self
                 .data_path
                 .with_extension(format!("log.truncated-{position}"));
             let mut f = File::create(&side).map_err(|e| LogError::io("create", &side, e))?;
-            f.write_all(&tail)
+            f.write_all(tail)
                 .and_then(|()| f.sync_all())
                 .map_err(|e| LogError::io("write", &side, e))?;
             kept_in = Some(side);
@@ -648,6 +659,17 @@ pub(crate) enum AppendFailure {
     RolledBack(LogError),
     /// The file could not be restored to its previous length.
     Unrecoverable(LogError),
+}
+
+/// What recovery did to a segment's data file.
+#[derive(Debug)]
+pub(crate) enum Recovered {
+    /// Nothing: every byte was a valid batch or preallocated zeros.
+    Clean,
+    /// A torn tail was cut off.
+    Cut(TruncatedTail),
+    /// Damage with intact batches after it: nothing was cut.
+    Damaged(Damage),
 }
 
 /// A torn or corrupt tail cut off the active segment during recovery.

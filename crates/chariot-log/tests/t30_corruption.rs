@@ -116,13 +116,16 @@ fn truncating_the_active_segment_at_every_byte_recovers_the_last_whole_batch() {
 }
 
 #[test]
-fn a_flipped_byte_in_the_active_segment_cuts_from_that_batch_and_keeps_the_bytes() {
+fn a_flipped_byte_in_the_last_batch_of_the_active_segment_cuts_it_and_keeps_the_bytes() {
+    // Damage with nothing valid after it is a torn write. (Damage with intact batches
+    // after it is not: see t35_damage.)
     let pristine = tempfile::tempdir().unwrap();
     let all = write_log(pristine.path(), 10, 30);
     let files = segment_files(pristine.path());
     let active = files.last().unwrap();
     let starts = batch_starts(active);
     let len = std::fs::metadata(active).unwrap().len();
+    let last = *starts.last().unwrap();
     for pos in 0..len {
         let work = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), work.path());
@@ -143,6 +146,16 @@ fn a_flipped_byte_in_the_active_segment_cuts_from_that_batch_and_keeps_the_bytes
             all[..8 + damaged_batch].to_vec(),
             "flip at {pos}"
         );
+        if pos < last {
+            // An intact batch follows: nothing is cut, and the log refuses writes.
+            assert!(log.recovery_report().is_empty(), "flip at {pos}");
+            assert_eq!(
+                log.damage().map(|d| d.position),
+                Some(starts[damaged_batch])
+            );
+            continue;
+        }
+        assert!(log.damage().is_none(), "flip at {pos}");
         let report = log.recovery_report();
         assert_eq!(report.len(), 1, "flip at {pos}");
         assert_eq!(report[0].position, starts[damaged_batch]);
@@ -193,8 +206,12 @@ fn a_flipped_byte_in_a_sealed_segment_is_reported_by_file_and_position() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    // Reads that do not touch the damaged batch still work.
+    // Reads that do not touch the damaged batch still work; a read running into it
+    // returns the intact batches before it.
     assert_eq!(log.read(4, 1).unwrap().next_offset, 5);
+    let before = log.read(4, 1 << 20).unwrap();
+    assert_eq!((before.first_offset, before.next_offset), (4, 6));
+    assert_eq!(before.batches().count(), 2);
     assert_eq!(log.read(8, 1 << 20).unwrap().first_offset, 8);
     drop(log);
 
