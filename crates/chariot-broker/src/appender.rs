@@ -255,6 +255,7 @@ fn clone_error(e: &BrokerError) -> BrokerError {
         },
         BrokerError::Empty => BrokerError::Empty,
         BrokerError::InvalidBatch(m) => BrokerError::InvalidBatch(m.clone()),
+        BrokerError::Damaged(m) => BrokerError::Damaged(m.clone()),
         other => BrokerError::Storage(other.to_string()),
     }
 }

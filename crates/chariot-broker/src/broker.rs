@@ -103,6 +103,21 @@ pub struct PartitionInfo {
     pub segments: usize,
     /// Consumer groups and their committed offsets.
     pub groups: Vec<GroupOffset>,
+    /// Damage found in its files when it was opened (file, byte position, reason): the
+    /// records before it are readable, publishes are refused until `chariot repair`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
+}
+
+/// A damaged partition, as `/health` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedPartition {
+    /// Log name (`__consumer_offsets` for the consumer groups' own log).
+    pub log: String,
+    /// Partition index.
+    pub partition: u32,
+    /// File, byte position and reason.
+    pub damage: String,
 }
 
 /// A consumer group's committed offset.
@@ -400,6 +415,7 @@ impl Broker {
                 size_bytes: p.log.size_bytes(),
                 segments: p.log.segments().len(),
                 groups,
+                damage: p.log.damage().map(ToString::to_string),
             });
         }
         Ok(LogDescription {
@@ -407,6 +423,36 @@ impl Broker {
             created_at_ms: entry.meta.created_at_ms,
             partitions,
         })
+    }
+
+    /// Every partition whose files were found damaged when it was opened.
+    pub fn damaged_partitions(&self) -> Vec<DamagedPartition> {
+        let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<DamagedPartition> = logs
+            .values()
+            .flat_map(|e| {
+                e.partitions.iter().enumerate().filter_map(|(i, p)| {
+                    Some(DamagedPartition {
+                        log: e.meta.name.clone(),
+                        partition: i as u32,
+                        damage: p.log.damage()?.to_string(),
+                    })
+                })
+            })
+            .collect();
+        drop(logs);
+        if let Some(d) = self
+            .offsets()
+            .ok()
+            .and_then(|o| o.damage().map(str::to_string))
+        {
+            out.push(DamagedPartition {
+                log: "__consumer_offsets".into(),
+                partition: 0,
+                damage: d,
+            });
+        }
+        out
     }
 
     /// Number of partitions of a log.
@@ -470,6 +516,13 @@ impl Broker {
         if batch.is_empty() {
             return Err(BrokerError::Empty);
         }
+        if batch.header().flags != 0 {
+            // Only `repair` writes flagged (lost-record) batches.
+            return Err(BrokerError::InvalidBatch(format!(
+                "flags must be 0, not {:#04x}",
+                batch.header().flags
+            )));
+        }
         self.check_record_sizes(batch.records().map(|r| r.value.len()))?;
         p.appender.append(Entry::Batch(batch)).await
     }
@@ -505,14 +558,20 @@ impl Broker {
         let mut out = Vec::new();
         let mut at = offset;
         while out.len() < limit {
-            let r = p.log.read(at, 1 << 20)?;
+            // A damaged batch ends a read that already has records (the next read,
+            // starting at it, reports the damage).
+            let r = match p.log.read(at, 1 << 20) {
+                Ok(r) => r,
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e.into()),
+            };
             if r.bytes.is_empty() {
                 break;
             }
             for batch in r.batches() {
                 for rec in batch.records() {
                     if rec.offset >= at && out.len() < limit {
-                        out.push(stored(&rec));
+                        out.push(stored(&rec, batch.is_lost()));
                     }
                 }
             }
@@ -534,7 +593,10 @@ impl Broker {
         let r = p.log.read(at, 1)?;
         let found = r
             .batches()
-            .flat_map(|b| b.records().map(|r| stored(&r)).collect::<Vec<_>>())
+            .flat_map(|b| {
+                let lost = b.is_lost();
+                b.records().map(|r| stored(&r, lost)).collect::<Vec<_>>()
+            })
             .find(|rec| rec.offset == at);
         found.ok_or(BrokerError::NoData)
     }
@@ -601,7 +663,20 @@ impl StoredRecord {
     }
 }
 
-fn stored(r: &chariot_log::RecordView<'_>) -> StoredRecord {
+/// Header of a record that stands for one lost to damage (in a batch `repair` wrote):
+/// its value and key are empty, whatever padding the placeholder holds.
+pub const LOST_HEADER: &str = "chariot.lost";
+
+fn stored(r: &chariot_log::RecordView<'_>, lost: bool) -> StoredRecord {
+    if lost {
+        return StoredRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: None,
+            value: Vec::new(),
+            headers: vec![(LOST_HEADER.as_bytes().to_vec(), b"damaged".to_vec())],
+        };
+    }
     StoredRecord {
         offset: r.offset,
         timestamp: r.timestamp,

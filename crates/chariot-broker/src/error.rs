@@ -64,6 +64,10 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The partition's files are damaged (see `chariot_log::damage`): the intact part is
+    /// readable, writes are refused until it is repaired, and nothing was changed.
+    #[error("{0}")]
+    Damaged(String),
     /// Any other storage failure.
     #[error("storage error: {0}")]
     Storage(String),
@@ -86,6 +90,9 @@ impl From<LogError> for BrokerError {
             LogError::EmptyBatch => BrokerError::Empty,
             LogError::InvalidBatch(b) => BrokerError::InvalidBatch(b.to_string()),
             LogError::Closed => BrokerError::ShuttingDown,
+            e @ (LogError::Damaged(_) | LogError::Corrupt { .. }) => {
+                BrokerError::Damaged(e.to_string())
+            }
             other => BrokerError::Storage(other.to_string()),
         }
     }

@@ -71,6 +71,8 @@ pub(crate) struct OffsetStore {
     /// durable, so concurrent acks of one group never compute the same next offset.
     offsets: Mutex<HashMap<GroupKey, u64>>,
     appender: Appender,
+    /// Damage of the offsets log found at open, for `/health`.
+    damage: Option<String>,
 }
 
 impl OffsetStore {
@@ -79,18 +81,27 @@ impl OffsetStore {
         recover_interrupted_compaction(data_dir)?;
         let log = Log::open(&dir, commit_log_config(config))?;
         let offsets = replay(&log)?;
-        let log = if log.size_bytes() > COMPACT_ABOVE_BYTES {
+        // A damaged log is never compacted: compaction would replace the files an
+        // operator has to repair.
+        let log = if log.size_bytes() > COMPACT_ABOVE_BYTES && log.damage().is_none() {
             drop(log);
             compact(data_dir, config, &offsets)?;
             Log::open(&dir, commit_log_config(config))?
         } else {
             log
         };
+        let damage = log.damage().map(ToString::to_string);
         let appender = Appender::start(DIR.into(), Arc::new(log), 1 << 20)?;
         Ok(Self {
+            damage,
             offsets: Mutex::new(offsets),
             appender,
         })
+    }
+
+    /// Damage found in the offsets log when it was opened (acks are refused while so).
+    pub(crate) fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
     }
 
     /// The committed offset of a group (0 for a group never seen).

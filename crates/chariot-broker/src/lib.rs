@@ -27,7 +27,7 @@ pub mod names;
 
 pub use appender::{now_ms, Appended, NewRecord};
 pub use broker::{
-    Broker, BrokerConfig, GroupOffset, LogDescription, LogSummary, PartitionInfo, RangeRead,
-    StoredRecord, MAX_PARTITIONS,
+    Broker, BrokerConfig, DamagedPartition, GroupOffset, LogDescription, LogSummary, PartitionInfo,
+    RangeRead, StoredRecord, LOST_HEADER, MAX_PARTITIONS,
 };
 pub use error::{BrokerError, Result};

@@ -45,11 +45,15 @@ pub enum ErrorCode {
     Busy = 14,
     /// A frame or record batch exceeds the server's size limits.
     FrameTooLarge = 15,
+    /// The partition's files are damaged: its intact prefix is readable, writes are
+    /// refused until an operator repairs it (`chariot repair`), and a read of a damaged
+    /// batch names the file and byte position. Nothing was changed by the request.
+    DataDamaged = 16,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::UnknownLog,
         ErrorCode::LogAlreadyExists,
         ErrorCode::InvalidPartitionCount,
@@ -65,6 +69,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Busy,
         ErrorCode::FrameTooLarge,
+        ErrorCode::DataDamaged,
     ];
 
     /// The numeric value sent on the wire.
@@ -91,6 +96,7 @@ impl ErrorCode {
             13 => ErrorCode::ShuttingDown,
             14 => ErrorCode::Busy,
             15 => ErrorCode::FrameTooLarge,
+            16 => ErrorCode::DataDamaged,
             _ => return None,
         })
     }
@@ -122,6 +128,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Busy => "busy",
             ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::DataDamaged => "data_damaged",
         }
     }
 }
@@ -144,7 +151,7 @@ mod tests {
 
     // The numbers are the protocol: this table is written out by hand so that
     // renumbering a variant fails here instead of silently breaking clients.
-    const WIRE_VALUES: [(ErrorCode, u16); 15] = [
+    const WIRE_VALUES: [(ErrorCode, u16); 16] = [
         (ErrorCode::UnknownLog, 1),
         (ErrorCode::LogAlreadyExists, 2),
         (ErrorCode::InvalidPartitionCount, 3),
@@ -160,6 +167,7 @@ mod tests {
         (ErrorCode::ShuttingDown, 13),
         (ErrorCode::Busy, 14),
         (ErrorCode::FrameTooLarge, 15),
+        (ErrorCode::DataDamaged, 16),
     ];
 
     #[test]
@@ -175,7 +183,7 @@ mod tests {
     #[test]
     fn unassigned_values_are_unknown() {
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(16), None);
+        assert_eq!(ErrorCode::from_u16(17), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
     }
 

@@ -19,6 +19,7 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         BrokerError::NoSpace | BrokerError::Storage(_) => ErrorCode::StorageError,
         BrokerError::Busy(_) => ErrorCode::Busy,
+        BrokerError::Damaged(_) => ErrorCode::DataDamaged,
     }
 }
 
@@ -43,5 +44,6 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         BrokerError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
         BrokerError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        BrokerError::Damaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_damaged"),
     }
 }

@@ -160,8 +160,14 @@ pub async fn serve(
     }
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `ok`, or `degraded` with every partition whose files are damaged (still serving
+/// their intact records, refusing writes until repaired).
+async fn health(State(broker): Shared) -> Json<Value> {
+    let damaged = broker.damaged_partitions();
+    if damaged.is_empty() {
+        return Json(json!({"status": "ok"}));
+    }
+    Json(json!({"status": "degraded", "damaged": damaged}))
 }
 
 #[derive(Deserialize)]

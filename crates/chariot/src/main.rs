@@ -4,7 +4,8 @@
 //! Layout:
 //! - `serve`: options and startup of one server node.
 //! - `commands`: the client subcommands (`log`, `publish`, `fetch`, `ack`, `consume`,
-//!   `read` over the native protocol; `record`, the Chariots causal log, over HTTP), one
+//!   `read` over the native protocol; `record`, the Chariots causal log, over HTTP;
+//!   `repair`, offline, on a data directory), one
 //!   file each, sharing the connection options.
 //! - `output`: how results and record payloads are printed, for people and for scripts.
 //! - `bench`: `chariot bench`, its workers, its report and the raw-disk baseline.
@@ -84,6 +85,14 @@ enum Command {
     /// request (consumers fetch + ack as group `chariot-bench`), so other Rog-compatible
     /// servers can be measured the same way. --json prints the report as one object.
     Bench(bench::BenchArgs),
+    /// Check every partition of a stopped server's data directory and mend damaged
+    /// files (--dry-run: only report).
+    ///
+    /// Intact records keep their offsets; the offsets of records lost to damage are
+    /// marked as lost (reads show them as empty records with a `chariot.lost` header)
+    /// and never reused; a batch damaged only in its base offset is restored. Every
+    /// overwritten byte is kept beside its segment as `<segment>.log.damaged-<position>`.
+    Repair(commands::repair::RepairArgs),
 }
 
 #[tokio::main]
@@ -122,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Read(args) => commands::read::run(&conn, args).await,
         Command::Record(command) => commands::record::run(&conn, command).await,
         Command::Bench(args) => bench::run(&conn, args).await,
+        Command::Repair(args) => commands::repair::run(&conn, &args),
     }
 }
 

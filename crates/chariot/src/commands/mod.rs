@@ -6,6 +6,7 @@ pub mod log;
 pub mod publish;
 pub mod read;
 pub mod record;
+pub mod repair;
 
 use std::time::Duration;
 
