@@ -465,6 +465,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Takes the advisory lock that keeps a second process (or a repair) out of `dir`; it
+/// holds as long as the returned file is open.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| LogError::io("open", &lock_path, e))?;
+    match lock_file.try_lock() {
+        Ok(()) => Ok(lock_file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked { path: lock_path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io("lock", &lock_path, e)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -477,22 +494,7 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| LogError::io("open", &lock_path, e))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LogError::Locked { path: lock_path })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(LogError::io("lock", &lock_path, e))
-            }
-        }
+        let lock_file = lock_dir(&dir)?;
 
         let mut bases = Vec::new();
         let mut markers = Vec::new();

@@ -104,18 +104,7 @@ pub struct RepairReport {
 /// damage cannot be mended in place (the offsets it held are unknown) or the segments
 /// do not line up.
 pub fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport> {
-    let lock_path = dir.join("LOCK");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| LogError::io("open", &lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: lock_path }),
-        Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &lock_path, e)),
-    }
+    let _lock = crate::log::lock_dir(dir)?;
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io("list", dir, e))? {
         let entry = entry.map_err(|e| LogError::io("list", dir, e))?;

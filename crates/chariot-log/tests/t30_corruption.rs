@@ -48,19 +48,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Byte positions where the batches of a data file start.
-fn batch_starts(file: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(file).unwrap();
-    let mut at = 0usize;
-    let mut starts = Vec::new();
-    while at < bytes.len() {
-        starts.push(at as u64);
-        let h = chariot_log::BatchHeader::parse(&bytes[at..]).unwrap();
-        at += h.total_len() as usize;
-    }
-    starts
-}
-
 #[test]
 fn truncating_the_active_segment_at_every_byte_recovers_the_last_whole_batch() {
     let pristine = tempfile::tempdir().unwrap();

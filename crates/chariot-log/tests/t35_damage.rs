@@ -34,19 +34,6 @@ fn segment(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
 }
 
-fn batch_starts(file: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(file).unwrap();
-    let mut at = 0usize;
-    let mut starts = Vec::new();
-    while at < bytes.len() {
-        starts.push(at as u64);
-        at += chariot_log::BatchHeader::parse(&bytes[at..])
-            .unwrap()
-            .total_len() as usize;
-    }
-    starts
-}
-
 fn overwrite(path: &Path, pos: u64, bytes: &[u8]) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, pos).unwrap();

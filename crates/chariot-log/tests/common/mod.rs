@@ -100,3 +100,16 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Byte positions where the batches of a data file start.
+pub fn batch_starts(file: &std::path::Path) -> Vec<u64> {
+    let bytes = std::fs::read(file).unwrap();
+    let mut at = 0usize;
+    let mut starts = Vec::new();
+    while at < bytes.len() {
+        starts.push(at as u64);
+        let h = chariot_log::BatchHeader::parse(bytes.get(at..).unwrap()).unwrap();
+        at += h.total_len() as usize;
+    }
+    starts
+}
