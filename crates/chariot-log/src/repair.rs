@@ -317,10 +317,5 @@ fn apply(path: &Path, mended: &[u8], fixes: &[Fix]) -> Result<()> {
     }
     file.sync_data()
         .map_err(|e| LogError::io("fdatasync", path, e))?;
-    let index = path.with_extension("index");
-    match std::fs::remove_file(&index) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LogError::io("remove", &index, e)),
-    }
+    segment::remove_if_present(&path.with_extension("index"))
 }

@@ -61,7 +61,7 @@ pub(crate) fn parse_offset_name(name: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Removes a file that may already be gone.
-fn remove_if_present(path: &Path) -> Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
