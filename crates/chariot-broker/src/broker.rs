@@ -205,10 +205,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Broker {
     /// Opens (creating if needed) the data directory, recovering every log.
     pub fn open(config: BrokerConfig) -> Result<Self> {
-        config
-            .log
-            .validate()
-            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        config.log.validate().map_err(BrokerError::Log)?;
         let logs_dir = config.data_dir.join(LOGS_DIR);
         std::fs::create_dir_all(&logs_dir)
             .map_err(|e| io_err(format!("create {}", logs_dir.display()), e))?;
@@ -301,7 +298,9 @@ impl Broker {
 
     async fn create(&self, name: &str, partitions: u32, retention: bool) -> Result<()> {
         if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(BrokerError::InvalidPartitionCount);
+            return Err(BrokerError::InvalidPartitionCount {
+                requested: partitions,
+            });
         }
         names::validate(name)?;
         let _admin = self.admin.lock().await;

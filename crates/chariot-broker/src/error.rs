@@ -1,14 +1,19 @@
 //! Errors of the broker. Their `Display` texts for the Rog-visible cases are Rog's own,
-//! byte for byte, because Rog's clients compare them verbatim.
+//! byte for byte, because Rog's clients compare them verbatim. As in the storage engine,
+//! each message is complete on one line and causes are fields, not `source`s.
 
 use chariot_log::LogError;
 
 /// What went wrong with a broker operation.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// Create with zero partitions (or more than the maximum).
-    #[error("Number of partitions must be at least 1")]
-    InvalidPartitionCount,
+    /// Create with zero partitions (Rog's text) or more than
+    /// [`MAX_PARTITIONS`](crate::MAX_PARTITIONS).
+    #[error("{}", partition_count_text(*requested))]
+    InvalidPartitionCount {
+        /// The count asked for.
+        requested: u32,
+    },
     /// Create of a log that exists.
     #[error("Log {0} already exists")]
     LogExists(String),
@@ -68,9 +73,24 @@ pub enum BrokerError {
     /// readable, writes are refused until it is repaired, and nothing was changed.
     #[error("{0}")]
     Damaged(String),
-    /// Any other storage failure.
+    /// A storage engine failure with no more specific variant, kept whole (its message
+    /// already carries its cause, so it is not also a `source`).
+    #[error("storage error: {0}")]
+    Log(LogError),
+    /// Any other storage failure of the broker itself (its catalogue, its threads).
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+fn partition_count_text(requested: u32) -> String {
+    if requested == 0 {
+        "Number of partitions must be at least 1".to_string()
+    } else {
+        format!(
+            "Number of partitions must be at most {}, got {requested}",
+            crate::MAX_PARTITIONS
+        )
+    }
 }
 
 impl From<LogError> for BrokerError {
@@ -93,7 +113,7 @@ impl From<LogError> for BrokerError {
             e @ (LogError::Damaged(_) | LogError::Corrupt { .. }) => {
                 BrokerError::Damaged(e.to_string())
             }
-            other => BrokerError::Storage(other.to_string()),
+            other => BrokerError::Log(other),
         }
     }
 }

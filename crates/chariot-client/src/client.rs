@@ -122,6 +122,19 @@ impl Client {
         }
     }
 
+    /// Extension `0x15`: creates `log` with `partitions` partitions (the server allows 1
+    /// to 1024; Rog's [`Client::create_log`] carries at most 255).
+    pub async fn create_log_ext(&mut self, log: &str, partitions: u32) -> Result<()> {
+        let request = Request::CreateLogExt {
+            log: log.to_owned(),
+            partitions,
+        };
+        match self.call(&request).await? {
+            Response::LogCreated { .. } => Ok(()),
+            _ => Err(ClientError::UnexpectedResponse(request.kind())),
+        }
+    }
+
     /// Rog `0x01`: appends `data` as one record. Rog's protocol does not return the
     /// offset; use [`Client::publish_records`] to learn it.
     pub async fn publish(

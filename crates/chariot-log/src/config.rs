@@ -59,6 +59,10 @@ pub struct LogConfig {
     /// and XFS; it costs one extra background write of the bytes it zeroes. Ignored by
     /// the non-durable policies.
     pub zero_fill_ahead: bool,
+    /// How long [`crate::Log::open`] waits for the directory's lock when another process
+    /// holds it (a server restarted before the previous one has exited), logging that it
+    /// waits, before failing with [`LogError::Locked`]. Zero: try once.
+    pub lock_wait: Duration,
 }
 
 impl Default for LogConfig {
@@ -71,6 +75,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_age: None,
             zero_fill_ahead: true,
+            lock_wait: Duration::ZERO,
         }
     }
 }

@@ -48,17 +48,21 @@ pub enum BatchError {
 }
 
 /// Errors of [`crate::Log`].
+///
+/// Each message is complete on one line, its underlying cause included, so causes are
+/// fields rather than [`std::error::Error::source`]: a reporter walking the chain (such
+/// as `anyhow`'s `{:#}`) would otherwise print every cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// An I/O error on a file of the log.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file system is full; the log is unchanged.
     #[error("no space left on device while writing {path}; the log is unchanged")]
@@ -67,12 +71,12 @@ pub enum LogError {
         path: PathBuf,
     },
     /// The directory or file system does not allow writing.
-    #[error("{path} is read-only: {source}")]
+    #[error("{path} is read-only: {error}")]
     ReadOnly {
         /// The path that refused the write.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A batch on disk failed its checks where damage cannot be a torn write.
     #[error("corrupt batch in {path} at byte position {position} (offset {offset}): {reason}")]
@@ -109,7 +113,7 @@ pub enum LogError {
     EmptyBatch,
     /// The batch is malformed.
     #[error("invalid batch: {0}")]
-    InvalidBatch(#[from] BatchError),
+    InvalidBatch(BatchError),
     /// `truncate_to` was asked to cut inside a batch.
     #[error("offset {offset} is not a batch boundary")]
     NotBatchBoundary {
@@ -136,26 +140,39 @@ pub enum LogError {
     /// intact prefix and refuses writes until it is repaired.
     #[error("{0}; writes are refused until the log is repaired")]
     Damaged(Box<crate::damage::Damage>),
-    /// Another process holds the directory.
-    #[error("{path} is locked by another process")]
+    /// Another process holds the directory (waited for as long as
+    /// [`LogConfig::lock_wait`](crate::LogConfig::lock_wait) allows).
+    #[error(
+        "{path} is locked by another process (still locked after {waited:?}): another \
+         chariot server or `chariot repair` is using this data directory, or a previous \
+         server is still shutting down"
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,
+        /// How long the open waited for it.
+        waited: std::time::Duration,
     },
+}
+
+impl From<BatchError> for LogError {
+    fn from(e: BatchError) -> Self {
+        LogError::InvalidBatch(e)
+    }
 }
 
 impl LogError {
     /// Maps an I/O error to the typed variants users act on (full disk, read-only).
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
         let path = path.into();
-        match source.raw_os_error() {
+        match error.raw_os_error() {
             Some(libc_enospc) if libc_enospc == ENOSPC || libc_enospc == EDQUOT => {
                 LogError::NoSpace { path }
             }
             Some(code) if code == EROFS || code == EACCES || code == EPERM => {
-                LogError::ReadOnly { path, source }
+                LogError::ReadOnly { path, error }
             }
-            _ => LogError::Io { op, path, source },
+            _ => LogError::Io { op, path, error },
         }
     }
 }

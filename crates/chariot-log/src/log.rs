@@ -261,10 +261,8 @@ impl SlotError {
     fn from_error(e: &LogError) -> Self {
         match e {
             LogError::NoSpace { path } => SlotError::NoSpace(path.clone()),
-            LogError::Io { path, source, .. } => SlotError::Write(path.clone(), source.to_string()),
-            LogError::ReadOnly { path, source } => {
-                SlotError::Write(path.clone(), source.to_string())
-            }
+            LogError::Io { path, error, .. } => SlotError::Write(path.clone(), error.to_string()),
+            LogError::ReadOnly { path, error } => SlotError::Write(path.clone(), error.to_string()),
             _ => SlotError::Poisoned,
         }
     }
@@ -275,7 +273,7 @@ impl SlotError {
             SlotError::Write(path, msg) => LogError::Io {
                 op: "write",
                 path,
-                source: std::io::Error::other(msg),
+                error: std::io::Error::other(msg),
             },
             SlotError::Poisoned => LogError::Poisoned,
             SlotError::Truncated(offset) => LogError::TruncatedConcurrently { offset },
@@ -466,8 +464,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Takes the advisory lock that keeps a second process (or a repair) out of `dir`; it
-/// holds as long as the returned file is open.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+/// holds as long as the returned file is open. While another process holds it, retries
+/// for up to `wait` (saying once that it waits), then fails with [`LogError::Locked`].
+pub(crate) fn lock_dir(dir: &Path, wait: Duration) -> Result<File> {
+    /// Pause between attempts: short next to a server's shutdown, long next to a syscall.
+    const RETRY: Duration = Duration::from_millis(20);
     let lock_path = dir.join(LOCK_FILE);
     let lock_file = OpenOptions::new()
         .create(true)
@@ -475,10 +476,39 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| LogError::io("open", &lock_path, e))?;
-    match lock_file.try_lock() {
-        Ok(()) => Ok(lock_file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked { path: lock_path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io("lock", &lock_path, e)),
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        match lock_file.try_lock() {
+            Ok(()) => {
+                if warned {
+                    tracing::info!(lock = %lock_path.display(), waited = ?started.elapsed(), "lock acquired");
+                }
+                return Ok(lock_file);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let waited = started.elapsed();
+                if waited >= wait {
+                    return Err(LogError::Locked {
+                        path: lock_path,
+                        waited,
+                    });
+                }
+                if !warned {
+                    warned = true;
+                    tracing::warn!(
+                        lock = %lock_path.display(),
+                        up_to = ?wait,
+                        "locked by another process (a previous server still shutting down?); \
+                         waiting for it"
+                    );
+                }
+                std::thread::sleep(RETRY.min(wait - waited));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io("lock", &lock_path, e))
+            }
+        }
     }
 }
 
@@ -494,7 +524,7 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
-        let lock_file = lock_dir(&dir)?;
+        let lock_file = lock_dir(&dir, config.lock_wait)?;
 
         let mut bases = Vec::new();
         let mut markers = Vec::new();

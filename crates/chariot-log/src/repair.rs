@@ -104,7 +104,7 @@ pub struct RepairReport {
 /// damage cannot be mended in place (the offsets it held are unknown) or the segments
 /// do not line up.
 pub fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport> {
-    let _lock = crate::log::lock_dir(dir)?;
+    let _lock = crate::log::lock_dir(dir, std::time::Duration::ZERO)?;
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io("list", dir, e))? {
         let entry = entry.map_err(|e| LogError::io("list", dir, e))?;

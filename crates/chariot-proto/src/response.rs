@@ -99,6 +99,11 @@ pub enum Response {
         /// One entry per partition, in partition order.
         partitions: Vec<PartitionInfo>,
     },
+    /// Create-log (extension) success: the log exists with this many partitions.
+    LogCreated {
+        /// Its partition count.
+        partitions: u32,
+    },
     /// Extension error.
     Error {
         /// Wire error code. Kept raw so that a code added by a newer server
@@ -190,6 +195,7 @@ impl Response {
             Response::Range { .. } => kind == RequestKind::ReadRange,
             Response::Logs { .. } => kind == RequestKind::ListLogs,
             Response::LogDescription { .. } => kind == RequestKind::DescribeLog,
+            Response::LogCreated { .. } => kind == RequestKind::CreateLogExt,
             Response::Error { .. } => kind.is_extension(),
         }
     }
@@ -254,6 +260,13 @@ impl Response {
                 dst.put_u8(STATUS_OK);
                 put_frame(dst, Width::U64, |dst| {
                     dst.put_u64(*base_offset);
+                    Ok(())
+                })
+            }
+            Response::LogCreated { partitions } => {
+                dst.put_u8(STATUS_OK);
+                put_frame(dst, Width::U64, |dst| {
+                    dst.put_u32(*partitions);
                     Ok(())
                 })
             }
@@ -330,6 +343,12 @@ fn parse(kind: RequestKind, r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft>
             Draft::Ready(Response::BatchPublished {
                 base_offset: r.u64()?,
                 record_count: r.u32()?,
+            })
+        }
+        (STATUS_OK, RequestKind::CreateLogExt) => {
+            open_frame(r, limits)?;
+            Draft::Ready(Response::LogCreated {
+                partitions: r.u32()?,
             })
         }
         (STATUS_OK, RequestKind::PublishRecords) => {

@@ -1,4 +1,4 @@
-//! Chariot's extension commands (0x10–0x14), byte for byte.
+//! Chariot's extension commands (0x10–0x15), byte for byte.
 //!
 //! Expected bytes are written out by hand from the tables in
 //! `docs/protocol.md`, never produced by the encoder under test.
@@ -105,6 +105,26 @@ fn describe_log_bytes() -> TestResult {
     assert_request_bytes(
         &Request::DescribeLog { log: "ab".into() },
         &[0x14, 0, 0, 0, 3, 2, b'a', b'b'],
+    )
+}
+
+#[test]
+fn create_log_ext_bytes() -> TestResult {
+    assert_request_bytes(
+        &Request::CreateLogExt {
+            log: "ab".into(),
+            partitions: 1024,
+        },
+        &[0x15, 0, 0, 0, 7, 2, b'a', b'b', 0, 0, 4, 0],
+    )
+}
+
+#[test]
+fn log_created_bytes() -> TestResult {
+    assert_response_bytes(
+        RequestKind::CreateLogExt,
+        &Response::LogCreated { partitions: 300 },
+        &[0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 1, 44],
     )
 }
 
@@ -408,7 +428,7 @@ fn inner_length_past_the_body_is_malformed_before_the_body_arrives() {
 #[test]
 fn responses_answer_only_their_kinds() {
     use RequestKind::*;
-    let cases: [(Response, &[RequestKind]); 9] = [
+    let cases: [(Response, &[RequestKind]); 10] = [
         (Response::Success, &[CreateLog, Publish, Ack]),
         (Response::Fetched { data: Bytes::new() }, &[Fetch]),
         (
@@ -452,8 +472,10 @@ fn responses_answer_only_their_kinds() {
                 ReadRange,
                 ListLogs,
                 DescribeLog,
+                CreateLogExt,
             ],
         ),
+        (Response::LogCreated { partitions: 1 }, &[CreateLogExt]),
     ];
     for (response, kinds) in cases {
         for kind in RequestKind::ALL {

@@ -63,6 +63,8 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         Just(Request::ListLogs),
         name().prop_map(|log| Request::DescribeLog { log }),
+        (name(), any::<u32>())
+            .prop_map(|(log, partitions)| Request::CreateLogExt { log, partitions }),
     ]
 }
 
@@ -101,6 +103,7 @@ fn extension_kind() -> impl Strategy<Value = RequestKind> {
         Just(RequestKind::ReadRange),
         Just(RequestKind::ListLogs),
         Just(RequestKind::DescribeLog),
+        Just(RequestKind::CreateLogExt),
     ]
 }
 
@@ -146,6 +149,10 @@ fn response() -> impl Strategy<Value = (RequestKind, Response)> {
         proptest::collection::vec(partition_info(), 0..4).prop_map(|partitions| (
             RequestKind::DescribeLog,
             Response::LogDescription { partitions }
+        )),
+        any::<u32>().prop_map(|partitions| (
+            RequestKind::CreateLogExt,
+            Response::LogCreated { partitions }
         )),
         (extension_kind(), any::<u16>(), ".{0,40}")
             .prop_map(|(kind, code, message)| (kind, Response::Error { code, message })),

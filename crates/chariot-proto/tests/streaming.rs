@@ -53,6 +53,10 @@ fn sample_requests() -> Vec<Request> {
         Request::DescribeLog {
             log: "events.log".into(),
         },
+        Request::CreateLogExt {
+            log: "events.log".into(),
+            partitions: 1024,
+        },
     ]
 }
 
@@ -133,6 +137,10 @@ fn sample_responses() -> Vec<(RequestKind, Response)> {
                 code: 1,
                 message: "No log registered with name x".into(),
             },
+        ),
+        (
+            RequestKind::CreateLogExt,
+            Response::LogCreated { partitions: 1024 },
         ),
     ]
 }

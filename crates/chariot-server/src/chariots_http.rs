@@ -7,11 +7,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use chariot_broker::chariots::{tag_hash, Chariots, Outcome, Submission};
 use serde_json::{json, Value};
 
-use crate::http::{ApiError, ApiResult, Body};
+use crate::http::{ApiError, ApiResult, Body, Json};
 
 type Shared = State<Arc<Chariots>>;
 

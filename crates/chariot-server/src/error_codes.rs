@@ -7,7 +7,7 @@ use chariot_proto::ErrorCode;
 /// The native protocol's wire code for an error.
 pub fn wire_code(e: &BrokerError) -> ErrorCode {
     match e {
-        BrokerError::InvalidPartitionCount => ErrorCode::InvalidPartitionCount,
+        BrokerError::InvalidPartitionCount { .. } => ErrorCode::InvalidPartitionCount,
         BrokerError::LogExists(_) => ErrorCode::LogAlreadyExists,
         BrokerError::UnknownLog(_) => ErrorCode::UnknownLog,
         BrokerError::PartitionOutOfRange { .. } => ErrorCode::PartitionOutOfRange,
@@ -17,7 +17,9 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         BrokerError::Empty | BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
         BrokerError::InvalidName(_) => ErrorCode::MalformedFrame,
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
-        BrokerError::NoSpace | BrokerError::Storage(_) => ErrorCode::StorageError,
+        BrokerError::NoSpace | BrokerError::Storage(_) | BrokerError::Log(_) => {
+            ErrorCode::StorageError
+        }
         BrokerError::Busy(_) => ErrorCode::Busy,
         BrokerError::Damaged(_) => ErrorCode::DataDamaged,
     }
@@ -26,7 +28,9 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
 /// The HTTP status and stable `code` string for an error.
 pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
     match e {
-        BrokerError::InvalidPartitionCount => (StatusCode::BAD_REQUEST, "invalid_partition_count"),
+        BrokerError::InvalidPartitionCount { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_partition_count")
+        }
         BrokerError::LogExists(_) => (StatusCode::CONFLICT, "log_exists"),
         BrokerError::UnknownLog(_) => (StatusCode::NOT_FOUND, "unknown_log"),
         BrokerError::PartitionOutOfRange { .. } => {
@@ -42,7 +46,9 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
         BrokerError::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        BrokerError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        BrokerError::Storage(_) | BrokerError::Log(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage")
+        }
         BrokerError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         BrokerError::Damaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_damaged"),
     }

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
@@ -28,6 +28,32 @@ use crate::DEFAULT_LOG;
 const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit` accepted.
 const MAX_LIMIT: usize = 10_000;
+
+/// A JSON reply: the value's compact JSON and a newline, so that `curl` output ends its
+/// line and replies can be read as JSON lines.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let mut body = match serde_json::to_vec(&self.0) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise a reply");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        body.push(b'\n');
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
+    }
+}
 
 /// An error answered as JSON.
 #[derive(Debug)]
@@ -137,6 +163,28 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// Gives axum's own 405 answers (empty bodies) the JSON error body every other error
+/// has, keeping their `Allow` header.
+pub(crate) async fn json_method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let mut reply = ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: match allow.as_ref().and_then(|a| a.to_str().ok()) {
+            Some(methods) => format!("method not allowed here; allowed: {methods}"),
+            None => "method not allowed here".to_string(),
+        },
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        reply.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    reply
+}
+
 /// Serves the API until `stop` flips, letting in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -148,7 +196,8 @@ pub async fn serve(
     let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
     let app = router(broker)
         .merge(crate::chariots_http::router(chariots))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(json_method_not_allowed));
     let shutdown = async move {
         let _ = stop.changed().await;
     };
@@ -343,7 +392,12 @@ async fn read_records(
             )))
         }
     };
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be at most {MAX_LIMIT}, got {limit}"
+        )));
+    }
     let offset = match q.offset {
         Some(o) => o,
         None => broker

@@ -82,20 +82,37 @@ impl ServerConfig {
     }
 }
 
-/// Why the server could not start.
+/// Why the server could not start. Each message is complete on one line, its cause
+/// included (causes are fields, not `source`s, so a chain reporter prints them once).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The broker (storage) could not open.
-    #[error("cannot open the data directory: {0}")]
-    Broker(#[from] chariot_broker::BrokerError),
+    /// The broker (storage) could not open its data directory.
+    #[error("cannot open the data directory {}: {error}", dir.display())]
+    Open {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        error: chariot_broker::BrokerError,
+    },
+    /// The broker failed after opening (starting the Chariots service).
+    #[error("{0}")]
+    Broker(chariot_broker::BrokerError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({listener} listener): {error}")]
     Bind {
+        /// Which listener: `native`, `http` or `records`.
+        listener: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<chariot_broker::BrokerError> for ServerError {
+    fn from(e: chariot_broker::BrokerError) -> Self {
+        ServerError::Broker(e)
+    }
 }
 
 /// A running node.
@@ -118,37 +135,40 @@ impl std::fmt::Debug for Server {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|error| ServerError::Bind {
+            listener,
+            addr,
+            error,
+        })
 }
 
 impl Server {
     /// Opens the data directory (recovering every log) and starts every listener.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         let broker_config = config.broker.clone();
+        let dir = broker_config.data_dir.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
             .await
-            .map_err(|e| {
-                chariot_broker::BrokerError::Storage(format!("broker open panicked: {e}"))
-            })??;
+            .map_err(|e| chariot_broker::BrokerError::Storage(format!("broker open panicked: {e}")))
+            .and_then(|opened| opened)
+            .map_err(|error| ServerError::Open { dir, error })?;
         let broker = Arc::new(broker);
-        let tcp = bind(config.tcp_addr).await?;
-        let http = bind(config.http_addr).await?;
-        let records = bind(config.chariots_addr).await?;
-        let chariots_addr = records.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.chariots_addr,
-            source,
-        })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.tcp_addr,
-            source,
-        })?;
-        let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
+        let tcp = bind("native", config.tcp_addr).await?;
+        let http = bind("http", config.http_addr).await?;
+        let records = bind("records", config.chariots_addr).await?;
+        let local = |listener, addr, l: &TcpListener| {
+            l.local_addr().map_err(|error| ServerError::Bind {
+                listener,
+                addr,
+                error,
+            })
+        };
+        let chariots_addr = local("records", config.chariots_addr, &records)?;
+        let tcp_addr = local("native", config.tcp_addr, &tcp)?;
+        let http_addr = local("http", config.http_addr, &http)?;
         // The Chariots service reports where this node listens (`GET /cluster`).
         let mut chariots_config = config.chariots.clone();
         chariots_config.listeners = vec![

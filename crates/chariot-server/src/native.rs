@@ -173,6 +173,10 @@ async fn dispatch(broker: &Broker, request: Request) -> Response {
             .create_log(&log, u32::from(partitions))
             .await
             .map(|()| Response::Success),
+        Request::CreateLogExt { log, partitions } => broker
+            .create_log(&log, partitions)
+            .await
+            .map(|()| Response::LogCreated { partitions }),
         Request::Publish {
             log,
             partition,

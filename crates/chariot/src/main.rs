@@ -21,7 +21,7 @@ mod serve;
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::commands::Connection;
@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a server node.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list and describe logs.
     #[command(subcommand)]
     Log(commands::log::LogCommand),
@@ -97,10 +97,30 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    if let Some(serve) = matches.subcommand_matches("serve") {
+        // The client options are global: before `serve` they land in the top-level
+        // matches, after it in serve's own (hidden) copies.
+        let given: Vec<&str> = ["addr", "http", "json", "timeout"]
+            .into_iter()
+            .filter(|id| {
+                [&matches, serve]
+                    .iter()
+                    .any(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+            })
+            .collect();
+        if let Err(e) = serve::reject_client_options(&given) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -122,7 +142,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let conn = cli.connection;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Log(command) => commands::log::run(&conn, command).await,
         Command::Publish(args) => commands::publish::run(&conn, args).await,
         Command::Fetch(args) => commands::fetch::fetch(&conn, args).await,

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chariot_broker::BrokerConfig;
-use chariot_log::{LogConfig, SyncPolicy};
-use chariot_server::{Server, ServerConfig};
+use chariot_broker::{BrokerConfig, BrokerError};
+use chariot_log::{LogConfig, LogError, SyncPolicy};
+use chariot_server::{Server, ServerConfig, ServerError};
 use serde::Deserialize;
 
 /// Options of `chariot serve`.
@@ -73,7 +73,50 @@ pub struct ServeArgs {
     /// Most concurrent client connections on the native port [default: 10000].
     #[arg(long, env = "CHARIOT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// How long to wait for the data directory when another process holds it (a
+    /// previous server still shutting down), in milliseconds; 0 fails at once
+    /// [default: 10000].
+    #[arg(long, env = "CHARIOT_LOCK_WAIT_MS")]
+    pub lock_wait_ms: Option<u64>,
+    /// The client options, which clap would otherwise list (they are global) and serve
+    /// would ignore: declared here, hidden, under the same ids, they stay out of
+    /// `serve --help`, and [`reject_client_options`] refuses them by name.
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
+
+/// The client options `chariot serve` refuses (see [`ServeArgs::client`]); same ids and
+/// value types as [`crate::commands::Connection`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOptions {
+    #[arg(long = "addr", id = "addr", hide = true)]
+    addr: Option<String>,
+    #[arg(long = "http", id = "http", hide = true)]
+    http: Option<String>,
+    #[arg(long = "json", id = "json", hide = true)]
+    json: bool,
+    #[arg(long = "timeout", id = "timeout", hide = true, value_parser = crate::commands::parse_secs)]
+    timeout: Option<Duration>,
+}
+
+/// Fails when `serve` was given an option of the client commands: `given` lists the ids
+/// found on the command line, before or after `serve`.
+pub fn reject_client_options(given: &[&str]) -> anyhow::Result<()> {
+    let Some(id) = given.first() else {
+        return Ok(());
+    };
+    let fix = match *id {
+        "addr" => "the native port is --tcp-addr",
+        "http" => "the HTTP API's address is --http-addr",
+        "json" => "its log lines go to stderr, filtered by RUST_LOG",
+        _ => "see `chariot serve --help`",
+    };
+    bail!("--{id} is an option of the client commands, not of `chariot serve` ({fix})")
+}
+
+/// `--lock-wait-ms` when not given: long enough for a server with many partitions to
+/// flush and close, short enough that a supervisor learns of a real conflict.
+const DEFAULT_LOCK_WAIT_MS: u64 = 10_000;
 
 /// The same options, as read from the TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +138,7 @@ struct FileConfig {
     retention_bytes: Option<u64>,
     retention_secs: Option<u64>,
     max_connections: Option<usize>,
+    lock_wait_ms: Option<u64>,
 }
 
 fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
@@ -145,6 +189,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         .retention_secs
         .or(file.retention_secs)
         .map(Duration::from_secs);
+    log.lock_wait = Duration::from_millis(
+        args.lock_wait_ms
+            .or(file.lock_wait_ms)
+            .unwrap_or(DEFAULT_LOCK_WAIT_MS),
+    );
     log.validate()?;
     let mut broker = BrokerConfig::new(data_dir);
     broker.log = log;
@@ -203,7 +252,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let server = Server::start(config).await?;
+    let server = Server::start(config).await.map_err(explain)?;
     // One machine-readable line on stdout, so scripts and tests that asked for port 0
     // learn the ports (logs go to stderr).
     println!(
@@ -223,4 +272,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// A start-up failure, with the option that fixes it named.
+fn explain(e: ServerError) -> anyhow::Error {
+    let hint = match &e {
+        ServerError::Bind { listener, .. } => {
+            let flag = match *listener {
+                "native" => "--tcp-addr",
+                "http" => "--http-addr",
+                _ => "--chariots-addr",
+            };
+            format!("choose another address with {flag}, or stop the process using this one")
+        }
+        ServerError::Open {
+            error: BrokerError::Log(LogError::Locked { .. }),
+            ..
+        } => "stop the other process, point --data-dir elsewhere, or wait longer with \
+              --lock-wait-ms"
+            .to_string(),
+        ServerError::Open { .. } => {
+            "check --data-dir; for damaged files see `chariot repair --help`".to_string()
+        }
+        ServerError::Broker(_) => return anyhow::Error::new(e),
+    };
+    anyhow::anyhow!("{e} ({hint})")
 }

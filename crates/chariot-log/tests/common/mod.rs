@@ -88,6 +88,7 @@ pub fn small(entries: u32, sync: SyncPolicy) -> LogConfig {
         // Small segments still get zero-filled (the margin scales with the segment), so
         // every test under a durable policy races the zeroing thread.
         zero_fill_ahead: true,
+        ..LogConfig::default()
     }
 }
 

@@ -3,18 +3,20 @@
 use anyhow::Context;
 use serde_json::json;
 
+use chariot_broker::MAX_PARTITIONS;
+
 use super::Connection;
 
 /// Subcommands of `chariot log`.
 #[derive(Debug, clap::Subcommand)]
 pub enum LogCommand {
-    /// Create a log (Rog's create-log command).
+    /// Create a log (Rog's create-log command; its 0x15 extension above 255 partitions).
     Create {
         /// Log name.
         name: String,
-        /// Number of partitions (1 to 255).
+        /// Number of partitions (1 to 1024).
         #[arg(long, short, default_value_t = 1, value_name = "N")]
-        partitions: u8,
+        partitions: u32,
     },
     /// List every log and its partition count.
     List,
@@ -32,10 +34,21 @@ pub async fn run(conn: &Connection, command: LogCommand) -> anyhow::Result<()> {
     let mut client = conn.connect().await?;
     match command {
         LogCommand::Create { name, partitions } => {
-            client
-                .create_log(&name, partitions)
-                .await
-                .with_context(|| format!("cannot create log {name}"))?;
+            // Checked here, with the server's own words, before anything is sent.
+            if partitions == 0 || partitions > MAX_PARTITIONS {
+                let e = chariot_broker::BrokerError::InvalidPartitionCount {
+                    requested: partitions,
+                };
+                anyhow::bail!(
+                    "cannot create log {name}: {e} (--partitions takes 1 to {MAX_PARTITIONS})"
+                );
+            }
+            // Rog's command while the count fits its byte, so Rog servers work too.
+            match u8::try_from(partitions) {
+                Ok(p) => client.create_log(&name, p).await,
+                Err(_) => client.create_log_ext(&name, partitions).await,
+            }
+            .with_context(|| format!("cannot create log {name}"))?;
             out.emit(
                 || format!("created log {name} with {partitions} partition(s)"),
                 || json!({ "log": name, "partitions": partitions }),
