@@ -155,6 +155,19 @@ pub struct StoredRecord {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl StoredRecord {
+    /// Bytes of its key, value and headers.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// Whole batches read from a partition.
 #[derive(Debug, Clone)]
 pub struct RangeRead {
@@ -536,7 +549,11 @@ impl Broker {
     ) -> Result<RangeRead> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
-        let r = p.log.read(offset, max_bytes)?;
+        // A reply must fit the protocol's frame: whole batches up to the batch limit
+        // (one batch is never larger), whatever the client asked for.
+        let r = p
+            .log
+            .read(offset, max_bytes.min(self.config.log.max_batch_bytes))?;
         Ok(RangeRead {
             earliest_offset: r.log_earliest,
             next_offset: r.log_next,
@@ -552,11 +569,25 @@ impl Broker {
         offset: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>> {
+        self.read_records_bounded(log, partition, offset, limit, usize::MAX)
+    }
+
+    /// Up to `limit` records from `offset` on, stopping once their keys, values and
+    /// headers reach `max_bytes` (at least one record is returned if there is one).
+    pub fn read_records_bounded(
+        &self,
+        log: &str,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
         let mut out = Vec::new();
         let mut at = offset;
-        while out.len() < limit {
+        let mut bytes = 0usize;
+        while out.len() < limit && bytes < max_bytes {
             // A damaged batch ends a read that already has records (the next read,
             // starting at it, reports the damage).
             let r = match p.log.read(at, 1 << 20) {
@@ -567,13 +598,20 @@ impl Broker {
             if r.bytes.is_empty() {
                 break;
             }
-            for batch in r.batches() {
+            'batches: for batch in r.batches() {
                 for rec in batch.records() {
-                    if rec.offset >= at && out.len() < limit {
-                        out.push(stored(&rec, batch.is_lost()));
+                    if rec.offset < at {
+                        continue;
                     }
+                    if out.len() >= limit || (bytes >= max_bytes && !out.is_empty()) {
+                        break 'batches;
+                    }
+                    let record = stored(&rec, batch.is_lost());
+                    bytes = bytes.saturating_add(record.size());
+                    out.push(record);
                 }
             }
+            // A loop ended early by a bound ends the read too (the `while` says so).
             at = r.next_offset;
         }
         Ok(out)

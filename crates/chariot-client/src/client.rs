@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chariot_log::{BatchError, BatchHeader, RecordBatch, RecordView};
-use chariot_proto::{Limits, LogInfo, PartitionInfo, Request, RequestKind, Response};
+use chariot_proto::{
+    Limits, LogInfo, PartitionInfo, Request, RequestKind, Response, MAX_RECORDS_PER_REQUEST,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -228,6 +230,12 @@ impl Client {
         B: Into<Bytes>,
     {
         let records: Vec<Bytes> = values.into_iter().map(Into::into).collect();
+        if records.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(ClientError::TooManyRecords {
+                count: records.len(),
+                max: MAX_RECORDS_PER_REQUEST,
+            });
+        }
         let mut total = 0usize;
         for record in &records {
             self.check_record(record.len())?;

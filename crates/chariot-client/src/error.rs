@@ -68,6 +68,16 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// More records than one request may carry
+    /// ([`MAX_RECORDS_PER_REQUEST`](chariot_proto::MAX_RECORDS_PER_REQUEST)); nothing
+    /// was sent. Split them over several requests.
+    #[error("{count} records in one request exceed the limit of {max}")]
+    TooManyRecords {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// End of the log: nothing to read at the requested position yet (Rog's
     /// `No data left in the log to be read`, or extension code 5). Retriable.
     #[error("no data left in the log to be read")]
@@ -133,6 +143,7 @@ impl ClientError {
                 | ClientError::InvalidBatch(_)
                 | ClientError::Request(_)
                 | ClientError::TooLarge { .. }
+                | ClientError::TooManyRecords { .. }
         )
     }
 

@@ -50,6 +50,15 @@ pub enum ProtoError {
         /// The configured limit.
         max: u64,
     },
+    /// A request carries more records than
+    /// [`MAX_RECORDS_PER_REQUEST`](crate::MAX_RECORDS_PER_REQUEST).
+    #[error("{count} records in one request exceed the limit of {max}")]
+    TooManyRecords {
+        /// The count the frame declared.
+        count: u64,
+        /// The limit.
+        max: usize,
+    },
     /// Encoding only: a value is longer than its length field can express
     /// (e.g. a log name over 255 bytes). Nothing was written.
     #[error("{field} is {len} bytes, more than its length field allows ({max})")]
@@ -72,9 +81,9 @@ impl ProtoError {
             | ProtoError::UnknownFrameType(_)
             | ProtoError::FieldTooLong { .. } => ErrorCode::MalformedFrame,
             ProtoError::UnknownCommand(_) => ErrorCode::UnknownCommand,
-            ProtoError::FrameTooLarge { .. } | ProtoError::BatchTooLarge { .. } => {
-                ErrorCode::FrameTooLarge
-            }
+            ProtoError::FrameTooLarge { .. }
+            | ProtoError::BatchTooLarge { .. }
+            | ProtoError::TooManyRecords { .. } => ErrorCode::FrameTooLarge,
             ProtoError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
         }
     }

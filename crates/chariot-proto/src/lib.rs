@@ -61,6 +61,9 @@ mod wire;
 
 pub use code::ErrorCode;
 pub use error::ProtoError;
-pub use limits::{Limits, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_RECORD_SIZE};
+pub use limits::{
+    Limits, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_RECORD_SIZE,
+    MAX_RECORDS_PER_REQUEST,
+};
 pub use request::{Request, RequestKind};
 pub use response::{GroupOffset, LogInfo, PartitionInfo, Response};

@@ -12,6 +12,13 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 8 * 1024 * 1024;
 /// a maximum-size batch always fits in a frame together with its headers.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = DEFAULT_MAX_BATCH_SIZE + 64 * 1024;
 
+/// Most records one request may carry (publish-records, an HTTP publish, a Chariots
+/// `'s'` frame): what a server holds per record is a fixed size larger than the record's
+/// wire form can be, so this bounds what a request of tiny records costs next to its
+/// bytes. Client-built batches (publish-batch) are stored as they came and have only
+/// their byte limit.
+pub const MAX_RECORDS_PER_REQUEST: usize = 10_000;
+
 /// Upper bounds on declared lengths.
 ///
 /// Every length read off the wire is compared with these limits as soon as it

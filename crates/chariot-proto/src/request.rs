@@ -417,6 +417,13 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
             let partition = r.u32()?;
             // Each record costs at least its 4-byte length.
             let count = r.count(4)?;
+            if count > crate::limits::MAX_RECORDS_PER_REQUEST {
+                return Err(ProtoError::TooManyRecords {
+                    count: crate::limits::widen(count),
+                    max: crate::limits::MAX_RECORDS_PER_REQUEST,
+                }
+                .into());
+            }
             let mut records = Vec::with_capacity(count);
             let mut total: u64 = 0;
             for _ in 0..count {

@@ -15,6 +15,10 @@ use crate::http::{ApiError, ApiResult, Body, Json};
 
 type Shared = State<Arc<Chariots>>;
 
+/// Largest body of the Chariots endpoints (`docs/openapi.yaml`): a record is tags, a
+/// seed and dependencies, far below it.
+pub const BODY_LIMIT: usize = 2 << 20;
+
 /// The Chariots routes.
 pub fn router(chariots: Arc<Chariots>) -> Router {
     Router::new()
@@ -25,6 +29,8 @@ pub fn router(chariots: Arc<Chariots>) -> Router {
         .route("/records/waiting/{id}", get(waiting_status))
         .route("/cluster", get(cluster))
         .route("/datacenters", post(add_datacenter))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::Extension(crate::http::BodyLimit(BODY_LIMIT)))
         .with_state(chariots)
 }
 

@@ -14,45 +14,46 @@ use bytes::{Bytes, BytesMut};
 use chariot_broker::chariots::sender::{parse_batch, BoxFuture, Connector, Link};
 use chariot_broker::chariots::{Chariots, Submission};
 use chariot_proto::chariots::{Frame, FrameType};
-use chariot_proto::Limits;
+use chariot_proto::{Limits, MAX_RECORDS_PER_REQUEST};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 
+use crate::bounded_json::{self, BoundedError};
 use crate::error_codes::http_status;
+use crate::framed::Protocol;
 
-/// Serves the record port until `stop` flips.
-pub async fn serve(
-    listener: TcpListener,
+/// The record port's protocol over one Chariots service.
+pub struct RecordPort {
     chariots: Arc<Chariots>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        let socket = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the record port");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let chariots = Arc::clone(&chariots);
-        let stop = stop.clone();
-        conns.spawn(async move {
-            if let Err(e) = connection(socket, chariots, limits, stop).await {
-                tracing::debug!(error = %e, "record connection closed");
-            }
-        });
-        while conns.try_join_next().is_some() {}
+}
+
+impl RecordPort {
+    /// Serves `chariots` with the frame limits `limits`.
+    pub fn new(chariots: Arc<Chariots>, limits: Limits) -> Self {
+        Self { chariots, limits }
     }
-    while conns.join_next().await.is_some() {}
+}
+
+impl Protocol for RecordPort {
+    type Frame = Frame;
+
+    fn decode(&self, inbox: &mut BytesMut) -> Result<Option<Frame>, BytesMut> {
+        Frame::decode(inbox, &self.limits).map_err(|e| {
+            let reply = json!({"error": e.to_string(), "code": "bad_request"});
+            let mut out = BytesMut::new();
+            let _ = Frame::ack(Bytes::from(reply.to_string())).encode(&mut out);
+            out
+        })
+    }
+
+    async fn answer(&self, frame: Frame, outbox: &mut BytesMut) {
+        let reply = answer(&self.chariots, &frame).await;
+        let _ = Frame::ack(Bytes::from(reply.to_string())).encode(outbox);
+    }
+
+    const KEEPS_READING_UNANSWERED: bool = true;
 }
 
 async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
@@ -68,42 +69,64 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
     if frame.frame_type == FrameType::Propagate {
         return propagate(chariots, frame).await;
     }
+    if frame.frame_type == FrameType::Records {
+        // One element at a time, at most MAX_RECORDS_PER_REQUEST of them; then the
+        // valid ones are submitted together: one sequencer round.
+        let parsed =
+            bounded_json::parse_list(&frame.payload, MAX_RECORDS_PER_REQUEST, false, |v| {
+                Ok(Submission::from_tcp_json(&v).map_err(|e| e.0))
+            });
+        return match parsed {
+            Ok(parsed) => submit_parsed(chariots, parsed).await,
+            Err(BoundedError::TooMany { max }) => json!({
+                "error": format!("more than {max} records in one 's' frame; split them"),
+                "code": "too_large",
+            }),
+            Err(BoundedError::Invalid(e) | BoundedError::Element(_, e)) => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&frame.payload).is_ok() {
+                    json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
+                } else {
+                    json!({"error": format!("invalid JSON: {e}"), "code": "bad_request"})
+                }
+            }
+        };
+    }
     let parsed: Result<Value, _> = serde_json::from_slice(&frame.payload);
     match (frame.frame_type, parsed) {
         (_, Err(e)) => json!({"error": format!("invalid JSON: {e}"), "code": "bad_request"}),
         (FrameType::Record, Ok(v)) => submit(v).await,
-        (FrameType::Records, Ok(Value::Array(items))) => {
-            // Parse all, then submit the valid ones together: one sequencer round.
-            let parsed: Vec<Result<Submission, String>> = items
-                .iter()
-                .map(|v| Submission::from_tcp_json(v).map_err(|e| e.0))
-                .collect();
-            let valid: Vec<Submission> = parsed
-                .iter()
-                .filter_map(|p| p.as_ref().ok().cloned())
-                .collect();
-            let mut outcomes = chariots.submit_many(valid).await.into_iter();
-            let out = parsed
-                .into_iter()
-                .map(|p| match p {
-                    Err(e) => json!({"error": e, "code": "bad_request"}),
-                    Ok(_) => match outcomes.next() {
-                        Some(Ok(o)) => json!(o),
-                        Some(Err(e)) => json!({"error": e.to_string(), "code": http_status(&e).1}),
-                        None => json!({"error": "lost", "code": "storage"}),
-                    },
-                })
-                .collect();
-            Value::Array(out)
-        }
+        (FrameType::Records, Ok(_)) => unreachable_records(),
         (FrameType::Propagate, Ok(_)) => propagate(chariots, frame).await,
-        (FrameType::Records, Ok(_)) => {
-            json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
-        }
         (FrameType::Ack, Ok(_)) => {
             json!({"error": "'a' frames are sent by the server, not to it", "code": "bad_request"})
         }
     }
+}
+
+/// `'s'` frames are answered above; kept total without a panic.
+fn unreachable_records() -> Value {
+    json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
+}
+
+/// Submits the valid records of an `'s'` frame together and answers each in order.
+async fn submit_parsed(chariots: &Chariots, parsed: Vec<Result<Submission, String>>) -> Value {
+    let valid: Vec<Submission> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = chariots.submit_many(valid).await.into_iter();
+    let out = parsed
+        .into_iter()
+        .map(|p| match p {
+            Err(e) => json!({"error": e, "code": "bad_request"}),
+            Ok(_) => match outcomes.next() {
+                Some(Ok(o)) => json!(o),
+                Some(Err(e)) => json!({"error": e.to_string(), "code": http_status(&e).1}),
+                None => json!({"error": "lost", "code": "storage"}),
+            },
+        })
+        .collect();
+    Value::Array(out)
 }
 
 /// A batch propagated from another datacenter: acknowledged once every record in it is
@@ -204,54 +227,4 @@ pub fn tcp_connector() -> Connector {
             })
         },
     )
-}
-
-async fn connection(
-    mut socket: TcpStream,
-    chariots: Arc<Chariots>,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut inbox = BytesMut::with_capacity(16 << 10);
-    let mut outbox = BytesMut::new();
-    let mut can_write = true;
-    loop {
-        let mut close = false;
-        loop {
-            match Frame::decode(&mut inbox, &limits) {
-                Ok(Some(frame)) => {
-                    let reply = answer(&chariots, &frame).await;
-                    let ack = Frame::ack(Bytes::from(reply.to_string()));
-                    let _ = ack.encode(&mut outbox);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let reply = json!({"error": e.to_string(), "code": "bad_request"});
-                    let _ = Frame::ack(Bytes::from(reply.to_string())).encode(&mut outbox);
-                    close = true;
-                    break;
-                }
-            }
-        }
-        if can_write && !outbox.is_empty() {
-            // A client that closed without reading makes this fail; its records are in.
-            // One that stays connected but never reads blocks it once the socket buffer is
-            // full, which is backpressure, up to shutdown.
-            can_write = tokio::select! {
-                r = socket.write_all(&outbox) => r.is_ok(),
-                _ = stop.changed() => return Ok(()),
-            };
-        }
-        outbox.clear();
-        if close || *stop.borrow() {
-            return Ok(());
-        }
-        let n = tokio::select! {
-            r = socket.read_buf(&mut inbox) => r?,
-            _ = stop.changed() => return Ok(()),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //! the limit, a non-numeric partition in the path).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -16,18 +17,25 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
 use chariot_broker::{now_ms, Broker, BrokerError, NewRecord, StoredRecord};
+use chariot_proto::MAX_RECORDS_PER_REQUEST;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bounded_json::{self, BoundedError};
 use crate::error_codes::http_status;
+use crate::listener::{accept_loop, ByteBudget, ListenerConfig, ListenerStats};
 use crate::DEFAULT_LOG;
 
 /// Records returned by one `GET …/records` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit` accepted.
 const MAX_LIMIT: usize = 10_000;
+/// A `GET …/records` stops once its records' keys, values and headers reach this (at
+/// least one record is returned): the reply is at most a few times this, whatever
+/// `limit` asked for.
+const MAX_READ_BYTES: usize = 4 << 20;
 
 /// A JSON reply: the value's compact JSON and a newline, so that `curl` output ends its
 /// line and replies can be read as JSON lines.
@@ -109,6 +117,135 @@ impl IntoResponse for ApiError {
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<Broker>>;
 
+/// What bounds the reading of request bodies, shared by every HTTP connection (a
+/// request extension set by [`serve`]).
+#[derive(Debug, Clone)]
+pub struct BodyBounds {
+    /// The node's budget of bytes being received (shared with the framed ports).
+    pub budget: Arc<ByteBudget>,
+    /// A body must arrive in full within this.
+    pub timeout: Duration,
+}
+
+/// The largest body a route takes (a request extension; the innermost layer wins),
+/// checked against a declared `Content-Length` before the body is read. Bodies without
+/// a length are cut at the same size by axum's `DefaultBodyLimit`, set alongside.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// The bytes of a request body: its size reserved from the [`ByteBudget`] first (a 503
+/// `busy` if the budget stays spent for the whole timeout), read within the timeout
+/// (408 otherwise), under the route's body limit (413). The reservation is held until
+/// the body has been parsed.
+pub(crate) struct RawBody {
+    pub(crate) bytes: Bytes,
+    _reserved: Option<crate::listener::Reservation>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bounds = req.extensions().get::<BodyBounds>().cloned();
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        if let (Some(limit), Some(declared)) = (limit, declared) {
+            if declared > limit {
+                // Refused on its declared length: none of it is kept. Most clients
+                // read the answer only once they have sent the whole body, so (up to
+                // a bound) it is read and dropped first, rather than answering into a
+                // connection reset.
+                let timeout = bounds
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |b| b.timeout);
+                if declared <= MAX_DISCARDED_BODY {
+                    discard_body(req, timeout).await;
+                }
+                return Err(ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    code: "too_large",
+                    message: format!(
+                        "a body of {declared} bytes exceeds this endpoint's limit of {limit} bytes"
+                    ),
+                });
+            }
+        }
+        let Some(bounds) = bounds else {
+            // Embedded without `serve` (tests of the router): no budget to honour.
+            return read_body(req, state).await.map(|bytes| RawBody {
+                bytes,
+                _reserved: None,
+            });
+        };
+        let deadline = tokio::time::Instant::now() + bounds.timeout;
+        let mut reserved = bounds.budget.reservation();
+        // Without a length, the largest body the budget could be asked for.
+        let want = declared.unwrap_or(bounds.budget.total_bytes());
+        if tokio::time::timeout_at(deadline, reserved.cover(want))
+            .await
+            .is_err()
+        {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "busy",
+                message: "busy: too many request bodies are being received; retry".into(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, read_body(req, state)).await {
+            Ok(r) => r.map(|bytes| RawBody {
+                bytes,
+                _reserved: Some(reserved),
+            }),
+            Err(_) => Err(ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "timeout",
+                message: format!(
+                    "the request body did not arrive in full within {:?}",
+                    bounds.timeout
+                ),
+            }),
+        }
+    }
+}
+
+/// The largest oversized body read (and dropped) before it is refused; past it the
+/// answer goes out at once.
+const MAX_DISCARDED_BODY: usize = 64 << 20;
+
+/// Reads a body frame by frame, dropping each, for at most `timeout`.
+async fn discard_body(req: axum::extract::Request, timeout: Duration) {
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
+async fn read_body<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<Bytes, ApiError> {
+    <Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+        .await
+        .map_err(|r| {
+            let status = r.status();
+            ApiError {
+                status,
+                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_request"
+                },
+                message: r.body_text(),
+            }
+        })
+}
+
 /// A JSON body accepted whatever its `Content-Type`: the replicated-log seed's own
 /// examples (`curl -d '{"message": "1"}'`) send `application/x-www-form-urlencoded`.
 pub(crate) struct Body<T>(pub(crate) T);
@@ -121,19 +258,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            let status = r.status();
-            ApiError {
-                status,
-                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
-                } else {
-                    "bad_request"
-                },
-                message: r.body_text(),
-            }
-        })?;
-        serde_json::from_slice(&bytes)
+        let raw = RawBody::from_request(req, state).await?;
+        serde_json::from_slice(&raw.bytes)
             .map(Body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
@@ -185,28 +311,70 @@ pub(crate) async fn json_method_not_allowed(response: Response) -> Response {
     reply
 }
 
-/// Serves the API until `stop` flips, letting in-flight requests finish.
+/// How the HTTP listener bounds its connections.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Connection limit and drain.
+    pub listener: ListenerConfig,
+    /// A connection waiting for its next request's headers (idle keep-alive, or a
+    /// client that never finishes them) is closed after this long.
+    pub idle_timeout: Duration,
+    /// Budget and timeout of request bodies.
+    pub bodies: BodyBounds,
+}
+
+/// Serves the API (HTTP/1.1) until `stop` flips, letting in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     chariots: Arc<chariot_broker::chariots::Chariots>,
-    mut stop: watch::Receiver<bool>,
+    config: HttpConfig,
+    stats: Arc<ListenerStats>,
+    stop: watch::Receiver<bool>,
 ) {
     // Base64 inflates binary payloads by a third; leave room for JSON around a full batch.
     let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
     let app = router(broker)
         .merge(crate::chariots_http::router(chariots))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::map_response(json_method_not_allowed));
-    let shutdown = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+        .layer(axum::Extension(BodyLimit(body_limit)))
+        .layer(axum::middleware::map_response(json_method_not_allowed))
+        .layer(axum::Extension(config.bodies.clone()));
+    let idle = config.idle_timeout;
+    let conn_stop = stop.clone();
+    accept_loop(
+        listener,
+        config.listener,
+        stats,
+        stop,
+        move |socket, peer| {
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let mut stop = conn_stop.clone();
+            async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(idle);
+                let conn = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stop.changed() => {
+                        // Finish the request in flight, then close (the listener's drain
+                        // timeout bounds this).
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+            }
+        },
+    )
+    .await;
 }
 
 /// `ok`, or `degraded` with every partition whose files are damaged (still serving
@@ -350,17 +518,24 @@ fn render(r: &StoredRecord, force_base64: bool) -> Value {
 async fn publish(
     State(broker): Shared,
     path: Result<Path<(String, u32)>, PathRejection>,
-    Body(body): Body<Value>,
+    body: RawBody,
 ) -> ApiResult<Json<Value>> {
     let Path((name, p)) = path?;
     let now = now_ms();
-    let records = match &body {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| parse_record(v, now))
-            .collect::<ApiResult<Vec<_>>>()?,
-        other => vec![parse_record(other, now)?],
-    };
+    // One element at a time, at most MAX_RECORDS_PER_REQUEST of them.
+    let records = bounded_json::parse_list(&body.bytes, MAX_RECORDS_PER_REQUEST, true, |v| {
+        parse_record(&v, now).map_err(|e| e.message)
+    })
+    .map_err(|e| match e {
+        BoundedError::TooMany { .. } => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: e.to_string(),
+        },
+        BoundedError::Element(_, message) => ApiError::bad_request(message),
+        BoundedError::Invalid(_) => ApiError::bad_request(e.to_string()),
+    })?;
+    drop(body);
     let a = broker.publish(&name, p, records).await?;
     let offsets: Vec<u64> = (0..u64::from(a.count)).map(|i| a.base_offset + i).collect();
     Ok(Json(
@@ -406,7 +581,7 @@ async fn read_records(
             .get(p as usize)
             .map_or(0, |i| i.earliest_offset),
     };
-    let records = broker.read_records(&name, p, offset, limit)?;
+    let records = broker.read_records_bounded(&name, p, offset, limit, MAX_READ_BYTES)?;
     let next = records.last().map_or(offset, |r| r.offset + 1);
     Ok(Json(json!({
         "records": records.iter().map(|r| render(r, force_base64)).collect::<Vec<_>>(),

@@ -18,10 +18,13 @@
 //! are reported), and [`Server::shutdown`] stops accepting, lets in-flight requests
 //! finish, then flushes and closes every log.
 
+mod bounded_json;
 pub mod chariots_http;
 pub mod chariots_tcp;
 pub mod error_codes;
+pub(crate) mod framed;
 pub mod http;
+pub mod listener;
 pub mod native;
 
 use std::net::SocketAddr;
@@ -32,6 +35,9 @@ use chariot_broker::chariots::{Chariots, ChariotsConfig};
 use chariot_broker::{Broker, BrokerConfig};
 use chariot_proto::Limits;
 use tokio::net::TcpListener;
+
+pub use crate::framed::ConnConfig;
+use crate::listener::{accept_loop, ByteBudget, ListenerConfig, ListenerStats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -51,8 +57,19 @@ pub struct ServerConfig {
     pub chariots_addr: SocketAddr,
     /// The Chariots causal log.
     pub chariots: ChariotsConfig,
-    /// Most concurrent native connections; further clients wait to be accepted.
+    /// Most concurrent native connections; past it newcomers are closed at once.
     pub max_connections: usize,
+    /// Most concurrent HTTP connections.
+    pub max_http_connections: usize,
+    /// Most concurrent record-port connections.
+    pub max_record_connections: usize,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// A request must arrive in full (and its answer be taken) within this.
+    pub frame_timeout: Duration,
+    /// Bytes of partially received requests all connections together may hold beyond
+    /// their own 64 KiB each.
+    pub max_inflight_bytes: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
 }
@@ -67,6 +84,11 @@ impl ServerConfig {
             chariots_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
             chariots: ChariotsConfig::default(),
             max_connections: 10_000,
+            max_http_connections: 1_024,
+            max_record_connections: 1_024,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(30),
+            max_inflight_bytes: 256 << 20,
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -118,6 +140,7 @@ impl From<chariot_broker::BrokerError> for ServerError {
 /// A running node.
 pub struct Server {
     broker: Arc<Broker>,
+    stats: ServerStats,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
     chariots_addr: SocketAddr,
@@ -133,6 +156,43 @@ impl std::fmt::Debug for Server {
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Counters of each listener.
+#[derive(Debug, Default, Clone)]
+pub struct ServerStats {
+    /// The native port.
+    pub native: Arc<ListenerStats>,
+    /// The HTTP API.
+    pub http: Arc<ListenerStats>,
+    /// The record port.
+    pub records: Arc<ListenerStats>,
+}
+
+/// A listener whose connections speak a framed protocol.
+async fn framed_listener<P>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    stats: Arc<ListenerStats>,
+    protocol: Arc<P>,
+    conn: Arc<ConnConfig>,
+    stop: watch::Receiver<bool>,
+) where
+    P: framed::Protocol + 'static,
+{
+    let name = config.name;
+    let conn_stop = stop.clone();
+    accept_loop(listener, config, stats, stop, move |socket, peer| {
+        let protocol = Arc::clone(&protocol);
+        let conn = Arc::clone(&conn);
+        let stop = conn_stop.clone();
+        async move {
+            if let Err(e) = framed::serve(socket, &*protocol, &conn, stop).await {
+                tracing::debug!(listener = name, %peer, reason = %e, "connection closed");
+            }
+        }
+    })
+    .await;
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -185,30 +245,54 @@ impl Server {
             .await?,
         );
         let (stop, stopped) = watch::channel(false);
-        let native = native::Listener::new(
-            tcp,
-            Arc::clone(&broker),
-            config.limits(),
-            config.max_connections,
-            stopped.clone(),
-        );
+        let budget = ByteBudget::new(config.max_inflight_bytes);
+        let conn = Arc::new(ConnConfig {
+            idle_timeout: config.idle_timeout,
+            frame_timeout: config.frame_timeout,
+            budget: Arc::clone(&budget),
+        });
+        let listener = |name, max_connections| ListenerConfig {
+            name,
+            max_connections,
+            drain: config.drain_timeout,
+        };
+        let stats = ServerStats::default();
         let tasks = vec![
-            tokio::spawn(native.run(config.drain_timeout)),
+            tokio::spawn(framed_listener(
+                tcp,
+                listener("native", config.max_connections),
+                Arc::clone(&stats.native),
+                Arc::new(native::Native::new(Arc::clone(&broker), config.limits())),
+                Arc::clone(&conn),
+                stopped.clone(),
+            )),
             tokio::spawn(http::serve(
                 http,
                 Arc::clone(&broker),
                 Arc::clone(&chariots),
+                http::HttpConfig {
+                    listener: listener("http", config.max_http_connections),
+                    idle_timeout: config.idle_timeout.min(config.frame_timeout),
+                    bodies: http::BodyBounds {
+                        budget,
+                        timeout: config.frame_timeout,
+                    },
+                },
+                Arc::clone(&stats.http),
                 stopped.clone(),
             )),
-            tokio::spawn(chariots_tcp::serve(
+            tokio::spawn(framed_listener(
                 records,
-                chariots,
-                config.limits(),
+                listener("records", config.max_record_connections),
+                Arc::clone(&stats.records),
+                Arc::new(chariots_tcp::RecordPort::new(chariots, config.limits())),
+                conn,
                 stopped,
             )),
         ];
         Ok(Self {
             broker,
+            stats,
             tcp_addr,
             http_addr,
             chariots_addr,
@@ -231,6 +315,11 @@ impl Server {
     /// Bound address of the Chariots record port.
     pub fn chariots_addr(&self) -> SocketAddr {
         self.chariots_addr
+    }
+
+    /// Counters of the listeners.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
     }
 
     /// The broker behind the listeners.

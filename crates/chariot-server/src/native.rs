@@ -1,156 +1,51 @@
 //! The native TCP protocol: Rog's commands byte for byte, plus Chariot's extensions.
 //!
-//! One task per connection reads into a buffer, decodes every complete frame in it (by
-//! declared lengths, never by read sizes), answers each in order, and writes the answers
-//! back together. A connection may carry one request (Rog's clients) or many. A frame the
-//! decoder rejects gets an error response in its command's error form, and the connection
-//! is closed, because after a bad length nothing that follows can be trusted to be a frame.
+//! A [`Protocol`] for [`crate::framed`]: the codec is `chariot-proto`'s, the dispatch
+//! calls the broker. A connection may carry one request (Rog's clients) or many,
+//! pipelined. A frame the decoder rejects gets an error response in its command's error
+//! form, and the connection is closed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use chariot_broker::{Broker, BrokerError, NewRecord};
 use chariot_proto::{GroupOffset, Limits, LogInfo, PartitionInfo, Request, RequestKind, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 
 use crate::error_codes::wire_code;
+use crate::framed::Protocol;
 
-/// Accepts native-protocol connections.
-pub struct Listener {
-    listener: TcpListener,
+/// The native protocol over one broker.
+pub struct Native {
     broker: Arc<Broker>,
     limits: Limits,
-    /// Bounds concurrent connections: past it, clients wait in the accept backlog
-    /// instead of each costing a task and buffers.
-    permits: Arc<Semaphore>,
-    /// Flips to `true` when the server shuts down.
-    stop: watch::Receiver<bool>,
 }
 
-impl Listener {
-    /// A listener over a bound socket.
-    pub fn new(
-        listener: TcpListener,
-        broker: Arc<Broker>,
-        limits: Limits,
-        max_connections: usize,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            listener,
-            broker,
-            limits,
-            permits: Arc::new(Semaphore::new(max_connections.max(1))),
-            stop,
-        }
+impl Native {
+    /// Serves `broker` with the frame limits `limits`.
+    pub fn new(broker: Arc<Broker>, limits: Limits) -> Self {
+        Self { broker, limits }
     }
+}
 
-    /// Serves until shutdown, then gives open connections `drain` to finish.
-    pub async fn run(mut self, drain: Duration) {
-        let mut connections = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&self.permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = self.stop.changed() => break,
-            };
-            let (socket, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = self.stop.changed() => break,
-            };
-            let _ = socket.set_nodelay(true);
-            let conn = Connection {
-                socket,
-                broker: Arc::clone(&self.broker),
-                limits: self.limits,
-                stop: self.stop.clone(),
-            };
-            connections.spawn(async move {
-                if let Err(e) = conn.serve().await {
-                    tracing::debug!(%peer, error = %e, "connection closed");
-                }
-                drop(permit);
-            });
-            // Reap finished connections so the set does not grow without bound.
-            while connections.try_join_next().is_some() {}
-        }
-        drop(self.listener);
-        if tokio::time::timeout(drain, async {
-            while connections.join_next().await.is_some() {}
+impl Protocol for Native {
+    type Frame = Request;
+
+    fn decode(&self, inbox: &mut BytesMut) -> Result<Option<Request>, BytesMut> {
+        Request::decode(inbox, &self.limits).map_err(|e| {
+            let kind = inbox.first().copied().and_then(RequestKind::from_command);
+            tracing::debug!(error = %e, "malformed frame");
+            let mut out = BytesMut::new();
+            encode(&Response::error(kind, e.code(), e.to_string()), &mut out);
+            out
         })
-        .await
-        .is_err()
-        {
-            tracing::warn!("closing connections still busy after the drain timeout");
-            connections.abort_all();
-        }
     }
-}
 
-struct Connection {
-    socket: TcpStream,
-    broker: Arc<Broker>,
-    limits: Limits,
-    stop: watch::Receiver<bool>,
-}
-
-impl Connection {
-    async fn serve(mut self) -> std::io::Result<()> {
-        let mut inbox = BytesMut::with_capacity(64 << 10);
-        let mut outbox = BytesMut::with_capacity(4 << 10);
-        loop {
-            let mut close = false;
-            loop {
-                match Request::decode(&mut inbox, &self.limits) {
-                    Ok(Some(request)) => {
-                        let response = dispatch(&self.broker, request).await;
-                        encode(&response, &mut outbox);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let kind = inbox.first().copied().and_then(RequestKind::from_command);
-                        tracing::debug!(error = %e, "malformed frame");
-                        encode(&Response::error(kind, e.code(), e.to_string()), &mut outbox);
-                        close = true;
-                        break;
-                    }
-                }
-            }
-            if !outbox.is_empty() {
-                self.socket.write_all(&outbox).await?;
-                outbox.clear();
-            }
-            if close || *self.stop.borrow() {
-                return self.socket.shutdown().await;
-            }
-            let n = tokio::select! {
-                r = self.socket.read_buf(&mut inbox) => r?,
-                _ = self.stop.changed() => return self.socket.shutdown().await,
-            };
-            if n == 0 {
-                // Peer closed. Bytes left over are a truncated frame: nothing of it was
-                // applied, since only whole frames are dispatched.
-                if !inbox.is_empty() {
-                    tracing::debug!(bytes = inbox.len(), "peer closed mid-frame");
-                }
-                return Ok(());
-            }
-        }
+    async fn answer(&self, request: Request, outbox: &mut BytesMut) {
+        let response = dispatch(&self.broker, request).await;
+        encode(&response, outbox);
     }
+
+    const KEEPS_READING_UNANSWERED: bool = false;
 }
 
 fn encode(response: &Response, out: &mut BytesMut) {

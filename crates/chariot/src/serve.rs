@@ -73,6 +73,24 @@ pub struct ServeArgs {
     /// Most concurrent client connections on the native port [default: 10000].
     #[arg(long, env = "CHARIOT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most concurrent HTTP connections [default: 1024].
+    #[arg(long, env = "CHARIOT_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// Most concurrent connections on the Chariots record port [default: 1024].
+    #[arg(long, env = "CHARIOT_MAX_RECORD_CONNECTIONS")]
+    pub max_record_connections: Option<usize>,
+    /// Close a connection with no request in progress after this many seconds (HTTP:
+    /// the smaller of this and --frame-timeout-secs) [default: 300].
+    #[arg(long, env = "CHARIOT_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// A request must arrive in full, and its answer be read, within this many seconds
+    /// [default: 30].
+    #[arg(long, env = "CHARIOT_FRAME_TIMEOUT_SECS")]
+    pub frame_timeout_secs: Option<u64>,
+    /// Bytes of partly received requests all connections may hold together, beyond
+    /// 64 KiB each; past it they wait [default: 268435456].
+    #[arg(long, env = "CHARIOT_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
     /// How long to wait for the data directory when another process holds it (a
     /// previous server still shutting down), in milliseconds; 0 fails at once
     /// [default: 10000].
@@ -139,6 +157,11 @@ struct FileConfig {
     retention_secs: Option<u64>,
     max_connections: Option<usize>,
     lock_wait_ms: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_record_connections: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+    frame_timeout_secs: Option<u64>,
+    max_inflight_bytes: Option<usize>,
 }
 
 fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
@@ -210,6 +233,21 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(m) = args.max_connections.or(file.max_connections) {
         config.max_connections = m;
     }
+    if let Some(m) = args.max_http_connections.or(file.max_http_connections) {
+        config.max_http_connections = m;
+    }
+    if let Some(m) = args.max_record_connections.or(file.max_record_connections) {
+        config.max_record_connections = m;
+    }
+    if let Some(s) = args.idle_timeout_secs.or(file.idle_timeout_secs) {
+        config.idle_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = args.frame_timeout_secs.or(file.frame_timeout_secs) {
+        config.frame_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(b) = args.max_inflight_bytes.or(file.max_inflight_bytes) {
+        config.max_inflight_bytes = b;
+    }
     if let Some(a) = args.chariots_addr.or(file.chariots_addr) {
         config.chariots_addr = a;
     }
@@ -252,6 +290,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    raise_file_limit(&config);
     let server = Server::start(config).await.map_err(explain)?;
     // One machine-readable line on stdout, so scripts and tests that asked for port 0
     // learn the ports (logs go to stderr).
@@ -297,4 +336,34 @@ fn explain(e: ServerError) -> anyhow::Error {
         ServerError::Broker(_) => return anyhow::Error::new(e),
     };
     anyhow::anyhow!("{e} ({hint})")
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does), so the
+/// connection limits, not the descriptor limit, decide who is served; warns when even
+/// the hard limit is below what the limits allow.
+fn raise_file_limit(config: &ServerConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (limit.current, limit.maximum) {
+        if cur < max {
+            limit.current = Some(max);
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    let connections =
+        config.max_connections + config.max_http_connections + config.max_record_connections;
+    // Descriptors for logs (segment, index, lock and directory per partition) come on top.
+    if let Some(n) = now {
+        if n < connections as u64 + 1024 {
+            tracing::warn!(
+                open_files = n,
+                connections,
+                "the open-file limit is below the connection limits plus room for logs; \
+                 lower --max-connections, --max-http-connections or --max-record-connections"
+            );
+        }
+    }
 }
