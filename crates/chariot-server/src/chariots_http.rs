@@ -21,17 +21,15 @@ pub const BODY_LIMIT: usize = 2 << 20;
 
 /// The Chariots routes.
 pub fn router(chariots: Arc<Chariots>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/record", post(post_record))
         .route("/record/{lid}", get(get_record))
         .route("/records", get(find_records))
         .route("/records/waiting", get(list_waiting))
         .route("/records/waiting/{id}", get(waiting_status))
         .route("/cluster", get(cluster))
-        .route("/datacenters", post(add_datacenter))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::Extension(crate::http::BodyLimit(BODY_LIMIT)))
-        .with_state(chariots)
+        .route("/datacenters", post(add_datacenter));
+    crate::http::limit_bodies(routes, BODY_LIMIT).with_state(chariots)
 }
 
 /// Query pairs, keeping repeated keys (`?tag=a:1&tag=b:2`).

@@ -84,7 +84,7 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
             }),
             Err(BoundedError::Invalid(e) | BoundedError::Element(_, e)) => {
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&frame.payload).is_ok() {
-                    json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
+                    not_an_array()
                 } else {
                     json!({"error": format!("invalid JSON: {e}"), "code": "bad_request"})
                 }
@@ -95,7 +95,8 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
     match (frame.frame_type, parsed) {
         (_, Err(e)) => json!({"error": format!("invalid JSON: {e}"), "code": "bad_request"}),
         (FrameType::Record, Ok(v)) => submit(v).await,
-        (FrameType::Records, Ok(_)) => unreachable_records(),
+        // Answered above; kept total without a panic.
+        (FrameType::Records, Ok(_)) => not_an_array(),
         (FrameType::Propagate, Ok(_)) => propagate(chariots, frame).await,
         (FrameType::Ack, Ok(_)) => {
             json!({"error": "'a' frames are sent by the server, not to it", "code": "bad_request"})
@@ -103,8 +104,8 @@ async fn answer(chariots: &Chariots, frame: &Frame) -> Value {
     }
 }
 
-/// `'s'` frames are answered above; kept total without a panic.
-fn unreachable_records() -> Value {
+/// The answer to an `'s'` frame whose payload is JSON but not an array.
+fn not_an_array() -> Value {
     json!({"error": "an 's' frame carries a JSON array", "code": "bad_request"})
 }
 

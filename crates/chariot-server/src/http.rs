@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::bounded_json::{self, BoundedError};
 use crate::error_codes::http_status;
-use crate::listener::{accept_loop, ByteBudget, ListenerConfig, ListenerStats};
+use crate::listener::{accept_loop, ByteBudget, ListenerConfig};
 use crate::DEFAULT_LOG;
 
 /// Records returned by one `GET …/records` when no `limit` is given.
@@ -128,10 +128,21 @@ pub struct BodyBounds {
 }
 
 /// The largest body a route takes (a request extension; the innermost layer wins),
-/// checked against a declared `Content-Length` before the body is read. Bodies without
-/// a length are cut at the same size by axum's `DefaultBodyLimit`, set alongside.
+/// checked against a declared `Content-Length` before the body is read. Set with
+/// [`limit_bodies`], which also sets axum's `DefaultBodyLimit` to cut bodies without a
+/// length at the same size.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(usize);
+
+/// Limits the bodies of `router`'s routes to `bytes`.
+pub(crate) fn limit_bodies<S>(router: Router<S>, bytes: usize) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router
+        .layer(DefaultBodyLimit::max(bytes))
+        .layer(axum::Extension(BodyLimit(bytes)))
+}
 
 /// The bytes of a request body: its size reserved from the [`ByteBudget`] first (a 503
 /// `busy` if the budget stays spent for the whole timeout), read within the timeout
@@ -161,7 +172,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
                 // connection reset.
                 let timeout = bounds
                     .as_ref()
-                    .map_or(Duration::from_secs(30), |b| b.timeout);
+                    .map_or(crate::DEFAULT_FRAME_TIMEOUT, |b| b.timeout);
                 if declared <= MAX_DISCARDED_BODY {
                     discard_body(req, timeout).await;
                 }
@@ -329,51 +340,44 @@ pub async fn serve(
     broker: Arc<Broker>,
     chariots: Arc<chariot_broker::chariots::Chariots>,
     config: HttpConfig,
-    stats: Arc<ListenerStats>,
     stop: watch::Receiver<bool>,
 ) {
     // Base64 inflates binary payloads by a third; leave room for JSON around a full batch.
     let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
-    let app = router(broker)
-        .merge(crate::chariots_http::router(chariots))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::Extension(BodyLimit(body_limit)))
-        .layer(axum::middleware::map_response(json_method_not_allowed))
-        .layer(axum::Extension(config.bodies.clone()));
+    let app = limit_bodies(
+        router(broker).merge(crate::chariots_http::router(chariots)),
+        body_limit,
+    )
+    .layer(axum::middleware::map_response(json_method_not_allowed))
+    .layer(axum::Extension(config.bodies.clone()));
     let idle = config.idle_timeout;
     let conn_stop = stop.clone();
-    accept_loop(
-        listener,
-        config.listener,
-        stats,
-        stop,
-        move |socket, peer| {
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            let mut stop = conn_stop.clone();
-            async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(idle);
-                let conn = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.changed() => {
-                        // Finish the request in flight, then close (the listener's drain
-                        // timeout bounds this).
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+    accept_loop(listener, config.listener, stop, move |socket, peer| {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = conn_stop.clone();
+        async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(idle);
+            let conn = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close (the listener's drain
+                    // timeout bounds this).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
-        },
-    )
+        }
+    })
     .await;
 }
 

@@ -37,9 +37,12 @@ use chariot_proto::Limits;
 use tokio::net::TcpListener;
 
 pub use crate::framed::ConnConfig;
-use crate::listener::{accept_loop, ByteBudget, ListenerConfig, ListenerStats};
+use crate::listener::{accept_loop, ByteBudget, ListenerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Default [`ServerConfig::frame_timeout`].
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Name of the log behind the replicated-log seed's `/insert` and `/get-all`.
 pub const DEFAULT_LOG: &str = "default";
@@ -87,7 +90,7 @@ impl ServerConfig {
             max_http_connections: 1_024,
             max_record_connections: 1_024,
             idle_timeout: Duration::from_secs(300),
-            frame_timeout: Duration::from_secs(30),
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
             max_inflight_bytes: 256 << 20,
             drain_timeout: Duration::from_secs(10),
         }
@@ -140,7 +143,6 @@ impl From<chariot_broker::BrokerError> for ServerError {
 /// A running node.
 pub struct Server {
     broker: Arc<Broker>,
-    stats: ServerStats,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
     chariots_addr: SocketAddr,
@@ -158,22 +160,10 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Counters of each listener.
-#[derive(Debug, Default, Clone)]
-pub struct ServerStats {
-    /// The native port.
-    pub native: Arc<ListenerStats>,
-    /// The HTTP API.
-    pub http: Arc<ListenerStats>,
-    /// The record port.
-    pub records: Arc<ListenerStats>,
-}
-
 /// A listener whose connections speak a framed protocol.
 async fn framed_listener<P>(
     listener: TcpListener,
     config: ListenerConfig,
-    stats: Arc<ListenerStats>,
     protocol: Arc<P>,
     conn: Arc<ConnConfig>,
     stop: watch::Receiver<bool>,
@@ -182,7 +172,7 @@ async fn framed_listener<P>(
 {
     let name = config.name;
     let conn_stop = stop.clone();
-    accept_loop(listener, config, stats, stop, move |socket, peer| {
+    accept_loop(listener, config, stop, move |socket, peer| {
         let protocol = Arc::clone(&protocol);
         let conn = Arc::clone(&conn);
         let stop = conn_stop.clone();
@@ -256,12 +246,10 @@ impl Server {
             max_connections,
             drain: config.drain_timeout,
         };
-        let stats = ServerStats::default();
         let tasks = vec![
             tokio::spawn(framed_listener(
                 tcp,
                 listener("native", config.max_connections),
-                Arc::clone(&stats.native),
                 Arc::new(native::Native::new(Arc::clone(&broker), config.limits())),
                 Arc::clone(&conn),
                 stopped.clone(),
@@ -278,13 +266,11 @@ impl Server {
                         timeout: config.frame_timeout,
                     },
                 },
-                Arc::clone(&stats.http),
                 stopped.clone(),
             )),
             tokio::spawn(framed_listener(
                 records,
                 listener("records", config.max_record_connections),
-                Arc::clone(&stats.records),
                 Arc::new(chariots_tcp::RecordPort::new(chariots, config.limits())),
                 conn,
                 stopped,
@@ -292,7 +278,6 @@ impl Server {
         ];
         Ok(Self {
             broker,
-            stats,
             tcp_addr,
             http_addr,
             chariots_addr,
@@ -315,11 +300,6 @@ impl Server {
     /// Bound address of the Chariots record port.
     pub fn chariots_addr(&self) -> SocketAddr {
         self.chariots_addr
-    }
-
-    /// Counters of the listeners.
-    pub fn stats(&self) -> &ServerStats {
-        &self.stats
     }
 
     /// The broker behind the listeners.

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,21 +28,11 @@ pub struct ListenerConfig {
     pub drain: Duration,
 }
 
-/// Counters of one listener, readable while it runs.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Connections accepted and served.
-    pub accepted: AtomicU64,
-    /// Connections closed at once because the listener was at its limit.
-    pub refused: AtomicU64,
-}
-
 /// Accepts on `listener` until `stop` flips, running `handle` in a task of its own for
 /// each connection admitted; then waits up to `config.drain` for them to end.
 pub async fn accept_loop<H, F>(
     listener: TcpListener,
     config: ListenerConfig,
-    stats: Arc<ListenerStats>,
     mut stop: watch::Receiver<bool>,
     handle: H,
 ) where
@@ -53,6 +42,7 @@ pub async fn accept_loop<H, F>(
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut connections = JoinSet::new();
     let mut last_warning: Option<Instant> = None;
+    let mut refused: u64 = 0;
     loop {
         let (socket, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -67,20 +57,19 @@ pub async fn accept_loop<H, F>(
             _ = stop.changed() => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            refused += 1;
             if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 last_warning = Some(Instant::now());
                 tracing::warn!(
                     listener = config.name,
                     limit = config.max_connections,
-                    refused = stats.refused.load(Ordering::Relaxed),
+                    refused,
                     "connection limit reached; closing new connections"
                 );
             }
             drop(socket);
             continue;
         };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = socket.set_nodelay(true);
         let task = handle(socket, peer);
         connections.spawn(async move {

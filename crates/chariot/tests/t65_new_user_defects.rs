@@ -13,20 +13,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use server_support::{get, post, Node};
+use server_support::{get, post, serve_command, Node};
 
 const CHARIOT: &str = env!("CARGO_BIN_EXE_chariot");
 
 /// `chariot serve` on `data` with free ports and `extra` flags, not waited for.
 fn serve(data: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(CHARIOT);
-    c.arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--chariots-addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
+    let mut c = serve_command(data, extra);
+    c.env("RUST_LOG", "info")
         .env_remove("CHARIOT_LOCK_WAIT_MS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -16,16 +16,24 @@ pub struct Node {
     pub data_dir: PathBuf,
 }
 
+/// `chariot serve` on `data_dir`, every port free on 127.0.0.1, with `extra` flags; not
+/// started, its environment and streams left to the caller.
+pub fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chariot"));
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--chariots-addr", "127.0.0.1:0"])
+        .args(extra);
+    command
+}
+
 impl Node {
     /// Starts a node on `data_dir` with extra flags, waiting for its ready line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chariot"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--chariots-addr", "127.0.0.1:0"])
-            .args(extra)
+        let mut child = serve_command(data_dir, extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
