@@ -114,7 +114,11 @@ async fn get_record(
 
 async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
     let mut hashes = Vec::new();
+    let mut page = Page::new();
     for (k, v) in pairs(q) {
+        if page.take(&k, &v)? {
+            continue;
+        }
         match k.as_str() {
             "tag" => {
                 let (tk, tv) = v
@@ -139,14 +143,83 @@ async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResu
         ));
     }
     let mut records = Vec::new();
-    for lid in chariots.find(&hashes) {
+    for lid in chariots
+        .find(&hashes)
+        .into_iter()
+        .filter(|lid| page.after.is_none_or(|a| *lid > a))
+        .take(page.limit)
+    {
         records.push(chariots.get(lid)?);
     }
     Ok(Json(json!(records)))
 }
 
-async fn list_waiting(State(chariots): Shared) -> Json<Value> {
-    Json(json!(chariots.queued()))
+/// Records listed by one `GET /records` or `GET /records/waiting` without `limit`.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// `after` and `limit` of a listing: entries whose id (LId, queue id) is above `after`,
+/// at most `limit` of them.
+struct Page {
+    after: Option<u64>,
+    limit: usize,
+}
+
+impl Page {
+    fn new() -> Self {
+        Self {
+            after: None,
+            limit: DEFAULT_LIST_LIMIT,
+        }
+    }
+
+    /// Takes `after` or `limit` if `(k, v)` is one of them.
+    fn take(&mut self, k: &str, v: &str) -> Result<bool, ApiError> {
+        match k {
+            "after" => {
+                self.after = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("after must be a decimal u64"))?,
+                );
+            }
+            "limit" => {
+                let limit: usize = v
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("limit must be a decimal number"))?;
+                if limit > crate::http::MAX_LIMIT {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be at most {}, got {limit}",
+                        crate::http::MAX_LIMIT
+                    )));
+                }
+                self.limit = limit;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+async fn list_waiting(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+    let mut page = Page::new();
+    let mut status = None;
+    for (k, v) in pairs(q) {
+        if page.take(&k, &v)? {
+            continue;
+        }
+        match (k.as_str(), v.as_str()) {
+            ("status", "waiting" | "rejected") => status = Some(v),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {k}={v}"
+                )))
+            }
+        }
+    }
+    Ok(Json(json!(chariots.queued_page(
+        status.as_deref(),
+        page.after,
+        page.limit
+    ))))
 }
 
 async fn waiting_status(
@@ -193,7 +266,7 @@ async fn cluster(State(chariots): Shared) -> Json<Value> {
         "shared_log": c.log,
         "local_records": local,
         "remote_datacenters": remotes,
-        "waiting": chariots.queued().iter().filter(|r| r.status == "waiting").count(),
+        "waiting": chariots.waiting_count(),
     }))
 }
 

@@ -30,8 +30,8 @@ use crate::DEFAULT_LOG;
 
 /// Records returned by one `GET …/records` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
-/// Largest `limit` accepted.
-const MAX_LIMIT: usize = 10_000;
+/// Largest `limit` accepted (here and by the Chariots listings).
+pub(crate) const MAX_LIMIT: usize = 10_000;
 /// A `GET …/records` stops once its records' keys, values and headers reach this (at
 /// least one record is returned): the reply is at most a few times this, whatever
 /// `limit` asked for.

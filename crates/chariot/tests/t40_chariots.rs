@@ -443,3 +443,73 @@ fn a_full_disk_stops_chariots_cleanly_and_loses_nothing_acknowledged() {
     );
     assert_eq!(r["status"], "appended");
 }
+
+/// The queue's index: a fact frees exactly the records it completes, the listing shows
+/// what each still misses, and listings come in bounded pages.
+#[test]
+fn a_fact_frees_what_it_completes_and_the_queue_lists_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let (a, b, z) = (hash("a", "1"), hash("b", "1"), hash("z", "1"));
+    let wait = |tag: &str, prehash: Value| {
+        let (code, r) = post(
+            &node,
+            "/record",
+            json!({"tags": {tag: "1"}, "prehash": prehash, "seed": 1}),
+        );
+        assert_eq!((code, r["status"].as_str()), (200, Some("waiting")), "{r}");
+        r["id"].as_u64().unwrap()
+    };
+    let both = wait("c1", json!([a, b]));
+    let only_a = wait("c2", json!([a]));
+    let never = wait("c3", json!([z]));
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(&get(&node, "/records/waiting?limit=2").1),
+        [both, only_a]
+    );
+    assert_eq!(
+        ids(&get(&node, &format!("/records/waiting?after={only_a}")).1),
+        [never]
+    );
+    let (code, err) = get(&node, "/records/waiting?limit=10001");
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (400, Some("bad_request")),
+        "{err}"
+    );
+    assert_eq!(get(&node, "/cluster").1["waiting"], 3);
+
+    let (_, r) = post(&node, "/record", json!({"tags": {"a": "1"}, "seed": 1}));
+    assert_eq!(r["status"], "appended");
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{only_a}")).1["status"],
+        "appended"
+    );
+    let (_, listed) = get(&node, "/records/waiting?status=waiting");
+    assert_eq!(ids(&listed), [both, never]);
+    assert_eq!(listed[0]["missing"], json!([b]), "{listed}");
+    assert_eq!(listed[1]["missing"], json!([z]), "{listed}");
+
+    post(&node, "/record", json!({"tags": {"b": "1"}, "seed": 1}));
+    assert_eq!(
+        get(&node, &format!("/records/waiting/{both}")).1["status"],
+        "appended"
+    );
+    assert_eq!(ids(&get(&node, "/records/waiting").1), [never]);
+    assert_eq!(get(&node, "/cluster").1["waiting"], 1);
+    // Lookups are paged the same way.
+    post(&node, "/record", json!({"tags": {"a": "1"}, "seed": 2}));
+    let (_, found) = get(&node, "/records?tag=a:1&limit=1");
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    let first = found[0]["lid"].as_u64().unwrap();
+    let (_, rest) = get(&node, &format!("/records?tag=a:1&after={first}"));
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert!(rest[0]["lid"].as_u64().unwrap() > first);
+}

@@ -15,6 +15,9 @@
 //!   range reads and, for each record of this run, takes the time from its send (a `t`
 //!   tag, microseconds since the Unix epoch) to its arrival in the remote log, polling
 //!   every millisecond. Both processes share this machine's clock.
+//! - **A full queue** (`--prefill-waiting N`): before the clock starts, N records whose
+//!   dependency never arrives are posted over 64 connections, so they stay waiting while
+//!   the producers run; compare the rate with the same run without it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,6 +52,7 @@ pub struct ChariotsPlan {
     pub child_first: f64,
     pub rate: u64,
     pub remote: Option<SocketAddr>,
+    pub prefill_waiting: u64,
 }
 
 struct ProducerStats {
@@ -158,6 +162,45 @@ async fn produce(
     Ok(stats)
 }
 
+/// Posts `count` records that wait forever (their dependency is a tag nobody posts).
+async fn prefill(addr: SocketAddr, count: u64, run: &str) -> anyhow::Result<()> {
+    const CONNECTIONS: u64 = 64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let mine = count / CONNECTIONS + u64::from(c < count % CONNECTIONS);
+        let run = run.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut sock = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("cannot connect to the record port {addr}"))?;
+            sock.set_nodelay(true)?;
+            let never = chariot_broker::chariots::tag_hash("never", &run);
+            for i in 0..mine {
+                let record = json!({
+                    "Host": 0,
+                    "Tags": {"w": format!("{run}-{c}-{i}")},
+                    "Pre": {"Hash": never},
+                    "Seed": u64::MAX - c,
+                });
+                let ack = post(&mut sock, &record).await?;
+                if ack.get("status").and_then(Value::as_str) != Some("waiting") {
+                    bail!("prefill record not queued: {ack}");
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("a prefill task panicked")??;
+    }
+    eprintln!(
+        "queued {count} waiting records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Tails the remote's shared log, timing each record of this run from send to arrival.
 async fn tail(
     conn: Connection,
@@ -253,6 +296,9 @@ pub async fn run(conn: &Connection, plan: ChariotsPlan) -> anyhow::Result<()> {
     }
     let plan = Arc::new(plan);
     let run = format!("{:x}", now_us());
+    if plan.prefill_waiting > 0 {
+        prefill(plan.addr, plan.prefill_waiting, &run).await?;
+    }
     let start = Instant::now();
     // Unknown until the producers are done; the tailer keeps going until then.
     let total = Arc::new(AtomicU64::new(u64::MAX));
@@ -292,6 +338,7 @@ pub async fn run(conn: &Connection, plan: ChariotsPlan) -> anyhow::Result<()> {
         "chain_depth": plan.chain_depth,
         "child_first": plan.child_first,
         "target_rate": plan.rate,
+        "prefilled_waiting": plan.prefill_waiting,
         "records": records,
         "queued_first": waited,
         "errors": errors,
@@ -305,13 +352,14 @@ pub async fn run(conn: &Connection, plan: ChariotsPlan) -> anyhow::Result<()> {
         crate::output::line(&report.to_string())?;
     } else {
         let mut text = format!(
-            "chariots: {} producer(s), chains of {}, {:.0}% child-first, target {} records/s\n\
+            "chariots: {} producer(s), chains of {}, {:.0}% child-first, target {} records/s, {} waiting beside\n\
              posted {records} records in {secs:.2} s = {:.0} records/s ({waited} queued first, {errors} errors)\n\
              ack latency: p50 {}, p99 {}, p999 {}",
             plan.producers,
             plan.chain_depth,
             plan.child_first * 100.0,
             if plan.rate == 0 { "unlimited".to_string() } else { plan.rate.to_string() },
+            plan.prefill_waiting,
             records as f64 / secs,
             ms(&ack, "p50_us"),
             ms(&ack, "p99_us"),

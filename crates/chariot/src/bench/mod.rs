@@ -106,6 +106,10 @@ pub struct BenchArgs {
     /// its shared log is tailed to measure propagation latency.
     #[arg(long, value_name = "HOST:PORT")]
     pub remote_addr: Option<std::net::SocketAddr>,
+    /// With --chariots: before measuring, fill the dependency queue with N records whose
+    /// dependency never arrives (they stay waiting), to measure appends beside a full queue.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub prefill_waiting: u64,
 }
 
 /// Runs `chariot bench`.
@@ -121,6 +125,7 @@ pub async fn run(conn: &Connection, args: BenchArgs) -> anyhow::Result<()> {
                 child_first: args.child_first,
                 rate: args.rate,
                 remote: args.remote_addr,
+                prefill_waiting: args.prefill_waiting,
             },
         )
         .await;
