@@ -66,6 +66,9 @@ pub enum BrokerError {
     /// Too much is waiting; retry later.
     #[error("busy: {0}")]
     Busy(String),
+    /// Propagated records from a datacenter this node was not configured with.
+    #[error("datacenter {0} is not one this node takes records from; configure it with --remote-dc, POST /datacenters or --accept-dc")]
+    UnknownDatacenter(u32),
     /// The broker is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -281,7 +281,7 @@ async fn add_datacenter(
     State(chariots): Shared,
     Body(req): Body<AddDatacenter>,
 ) -> ApiResult<Json<Value>> {
-    chariots.add_remote(req.id, req.addr)?;
+    chariots.add_remote(req.id, req.addr).await?;
     Ok(Json(json!({"datacenter": req.id, "status": "propagating"})))
 }
 

@@ -135,26 +135,10 @@ async fn submit_parsed(chariots: &Chariots, parsed: Vec<Result<Submission, Strin
 async fn propagate(chariots: &Chariots, frame: &Frame) -> Value {
     match parse_batch(&frame.payload) {
         Err(e) => json!({"error": e, "code": "bad_request"}),
-        Ok(records) => {
-            let local = chariots.config().dc_id;
-            if records
-                .iter()
-                .any(|r| r.origin.is_some_and(|o| o.dc == local))
-            {
-                // A node pointed at itself, or two datacenters sharing an id: accepting
-                // would append our own records again as new ones, forever.
-                return json!({
-                    "error": format!("this node is datacenter {local}; it does not take its own records back"),
-                    "code": "bad_request",
-                });
-            }
-            let n = records.len();
-            let outcomes = chariots.submit_many(records).await;
-            match outcomes.into_iter().find_map(Result::err) {
-                None => json!({"status": "ok", "count": n}),
-                Some(e) => json!({"error": e.to_string(), "code": http_status(&e).1}),
-            }
-        }
+        Ok(records) => match chariots.accept_propagated(records).await {
+            Ok(n) => json!({"status": "ok", "count": n}),
+            Err(e) => json!({"error": e.to_string(), "code": http_status(&e).1}),
+        },
     }
 }
 

@@ -15,7 +15,9 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         BrokerError::TooLarge { .. } => ErrorCode::RecordTooLarge,
         BrokerError::Empty | BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
-        BrokerError::InvalidName(_) => ErrorCode::MalformedFrame,
+        BrokerError::InvalidName(_) | BrokerError::UnknownDatacenter(_) => {
+            ErrorCode::MalformedFrame
+        }
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         BrokerError::NoSpace | BrokerError::Storage(_) | BrokerError::Log(_) => {
             ErrorCode::StorageError
@@ -44,6 +46,7 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::Empty => (StatusCode::BAD_REQUEST, "empty"),
         BrokerError::InvalidBatch(_) => (StatusCode::BAD_REQUEST, "invalid_batch"),
         BrokerError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+        BrokerError::UnknownDatacenter(_) => (StatusCode::FORBIDDEN, "unknown_datacenter"),
         BrokerError::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         BrokerError::Storage(_) | BrokerError::Log(_) => {

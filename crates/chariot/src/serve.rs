@@ -44,6 +44,17 @@ pub struct ServeArgs {
     /// repeat for several. More can be added at run time with `POST /datacenters`.
     #[arg(long = "remote-dc", value_name = "ID=HOST:PORT")]
     pub remote_dc: Vec<String>,
+    /// A datacenter whose propagated records this node accepts without propagating to it
+    /// (repeat for several). Records arrive only from datacenters named here or as a
+    /// remote (`--remote-dc`, `POST /datacenters`); any other is refused.
+    #[arg(long = "accept-dc", value_name = "ID")]
+    pub accept_dc: Vec<u32>,
+    /// How many records of one remote datacenter may wait at once: a propagated record
+    /// further than this ahead of the TOId expected next from its origin is refused as
+    /// busy (its sender resends it later), so one origin cannot fill the queue
+    /// [default: 10000].
+    #[arg(long, env = "CHARIOT_MAX_WAITING_PER_ORIGIN")]
+    pub max_waiting_per_origin: Option<usize>,
     /// How long a Chariots record may wait for its dependencies before it is rejected,
     /// in milliseconds [default: 300000].
     #[arg(long, env = "CHARIOT_DEPENDENCY_TIMEOUT_MS")]
@@ -146,8 +157,11 @@ struct FileConfig {
     chariots_log: Option<String>,
     #[serde(default)]
     remote_dc: Vec<String>,
+    #[serde(default)]
+    accept_dc: Vec<u32>,
     dependency_timeout_ms: Option<u64>,
     max_waiting: Option<usize>,
+    max_waiting_per_origin: Option<usize>,
     tcp_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     sync: Option<String>,
@@ -264,6 +278,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(m) = args.max_waiting.or(file.max_waiting) {
         config.chariots.max_waiting = m;
     }
+    if let Some(m) = args.max_waiting_per_origin.or(file.max_waiting_per_origin) {
+        config.chariots.max_waiting_per_origin = m.max(1);
+    }
+    config.chariots.accept_from = if args.accept_dc.is_empty() {
+        file.accept_dc.clone()
+    } else {
+        args.accept_dc.clone()
+    };
     let remotes = if args.remote_dc.is_empty() {
         &file.remote_dc
     } else {

@@ -217,13 +217,6 @@ fn the_queue_is_bounded_and_bad_records_get_clear_errors() {
     assert_eq!(code, 413);
 }
 
-fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
-    f.push(kind);
-    f.extend_from_slice(payload);
-    f
-}
-
 #[test]
 fn record_port_frames_from_clients_that_read_and_clients_that_never_do() {
     let dir = tempfile::tempdir().unwrap();

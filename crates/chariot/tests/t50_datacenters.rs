@@ -271,7 +271,8 @@ fn two_datacenters_converge_through_cuts_and_a_kill9() {
 fn the_chariots_bench_reports_throughput_and_propagation() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Node::start(da.path(), &["--dc-id", "0"]);
-    let b = Node::start(db.path(), &["--dc-id", "1"]);
+    // B only receives: it accepts A's records without propagating back.
+    let b = Node::start(db.path(), &["--dc-id", "1", "--accept-dc", "0"]);
     post_ok(
         &a,
         "/datacenters",
@@ -310,4 +311,128 @@ fn the_chariots_bench_reports_throughput_and_propagation() {
         "{report}"
     );
     assert!(report["propagation"]["latency"]["p50_us"].as_u64().unwrap() > 0);
+}
+
+/// A propagation batch from datacenter `dc` with one record per TOId.
+fn batch(dc: u32, toids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let records: Vec<Value> = toids
+        .into_iter()
+        .map(|t| json!({"dc": dc, "toid": t, "tags": {"t": t.to_string()}, "seed": 1, "prehash": []}))
+        .collect();
+    json!({"from": dc, "records": records})
+        .to_string()
+        .into_bytes()
+}
+
+/// Propagation is taken only from configured datacenters, and each origin has its own
+/// bounded share of the dependency queue, so far-future TOIds cannot crowd out local
+/// clients (nor the record its origin must send next).
+#[test]
+fn propagation_comes_only_from_known_datacenters_each_within_its_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &[
+            "--dc-id",
+            "0",
+            "--accept-dc",
+            "5",
+            "--max-waiting-per-origin",
+            "10",
+            "--max-waiting",
+            "1",
+        ],
+    );
+    let mut s = TcpStream::connect(node.chariots).unwrap();
+    let refused = record_port_call(&mut s, b'p', &batch(6, [0]));
+    assert_eq!(refused["code"], "unknown_datacenter", "{refused}");
+    // Ten TOIds ahead of the expected 0: beyond the allowance, refused as busy.
+    let ahead = record_port_call(&mut s, b'p', &batch(5, [10]));
+    assert_eq!(ahead["code"], "busy", "{ahead}");
+    assert!(
+        ahead["error"].as_str().unwrap().contains("too far ahead"),
+        "{ahead}"
+    );
+    // Within it: they wait for TOId 0.
+    let queued = record_port_call(&mut s, b'p', &batch(5, 1..10));
+    assert_eq!(queued["status"], "ok", "{queued}");
+    assert_eq!(get(&node, "/cluster").1["waiting"], 9);
+    // Local clients keep their own share of the queue.
+    let (code, local) = post(
+        &node,
+        "/record",
+        json!({"tags": {"l": "1"}, "seed": 9, "prehash": hash("never", "x")}),
+    );
+    assert_eq!(
+        (code, local["status"].as_str()),
+        (200, Some("waiting")),
+        "{local}"
+    );
+    // The record expected next is always taken; the cascade appends all ten in order.
+    let next = record_port_call(&mut s, b'p', &batch(5, [0]));
+    assert_eq!(next["status"], "ok", "{next}");
+    wait_until(|| get(&node, "/cluster").1["waiting"] == 1);
+    let mut toids = Vec::new();
+    for t in 0..10u64 {
+        let (_, found) = get(&node, &format!("/records?tag=t:{t}"));
+        assert_eq!(found.as_array().unwrap().len(), 1, "toid {t}: {found}");
+        toids.push((
+            found[0]["lid"].as_u64().unwrap(),
+            found[0]["toid"].as_u64().unwrap(),
+        ));
+    }
+    toids.sort_unstable();
+    assert_eq!(
+        toids.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    // Now TOId 10 fits.
+    let later = record_port_call(&mut s, b'p', &batch(5, [10]));
+    assert_eq!(later["status"], "ok", "{later}");
+}
+
+/// The remotes list and the senders' cursors are state: a damaged one is an error that
+/// names the file, never a silent reset (which would forget a remote or resend all).
+#[test]
+fn damaged_remotes_and_cursors_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A remote that listens but never answers: nothing is acknowledged.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = Node::start(dir.path(), &["--dc-id", "0"]);
+    post_ok(
+        &node,
+        "/datacenters",
+        json!({"id": 1, "addr": silent.local_addr().unwrap().to_string()}),
+    );
+    assert_eq!(node.terminate(), Some(0));
+    let senders = dir.path().join("__chariots_senders");
+    let remotes = senders.join("remotes.json");
+    let good = std::fs::read(&remotes).unwrap();
+
+    std::fs::write(&remotes, b"{\"1\": ").unwrap();
+    let out = serve_command(dir.path(), &["--dc-id", "0"])
+        .env("CHARIOT_LOCK_WAIT_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("remotes.json") && err.contains("damaged"),
+        "{err}"
+    );
+
+    std::fs::write(&remotes, &good).unwrap();
+    std::fs::write(senders.join("1.json"), b"not json").unwrap();
+    let node = Node::start(dir.path(), &["--dc-id", "0"]);
+    wait_until(|| {
+        let c = get(&node, "/cluster").1;
+        c["remote_datacenters"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("1.json") && e.contains("damaged"))
+    });
+    // The remote is still listed: nothing was forgotten.
+    assert_eq!(
+        get(&node, "/cluster").1["remote_datacenters"][0]["datacenter"],
+        1
+    );
 }

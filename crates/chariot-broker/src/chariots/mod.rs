@@ -66,10 +66,16 @@ pub struct ChariotsConfig {
     pub dc_id: u32,
     /// How long a record may wait for its dependencies before it is rejected.
     pub max_wait: Duration,
-    /// Most records waiting at once; past it new records that would wait are refused.
+    /// Most records submitted here waiting at once; past it new records that would wait
+    /// are refused.
     pub max_waiting: usize,
+    /// Most records of one remote origin waiting at once: a propagated record at least
+    /// this far ahead of the TOId expected next from its origin is refused as busy.
+    pub max_waiting_per_origin: usize,
     /// Remote datacenters: id and record-port address.
     pub remotes: Vec<(u32, String)>,
+    /// Datacenters whose propagated records are accepted besides the remotes.
+    pub accept_from: Vec<u32>,
     /// This node's listeners (name, address), for `GET /cluster`.
     pub listeners: Vec<(String, String)>,
 }
@@ -81,7 +87,9 @@ impl Default for ChariotsConfig {
             dc_id: 0,
             max_wait: Duration::from_secs(300),
             max_waiting: 100_000,
+            max_waiting_per_origin: 10_000,
             remotes: Vec::new(),
+            accept_from: Vec::new(),
             listeners: Vec::new(),
         }
     }
@@ -184,6 +192,7 @@ pub struct Chariots {
     connector: sender::Connector,
     senders: Arc<RwLock<HashMap<u32, sender::SenderStatus>>>,
     sender_tasks: std::sync::Mutex<HashMap<u32, tokio::task::JoinHandle<()>>>,
+    remotes_file: tokio::sync::Mutex<()>,
 }
 
 /// What readers may see of the queue without asking the sequencer.
@@ -278,59 +287,66 @@ impl Chariots {
             connector,
             senders: Arc::new(RwLock::new(HashMap::new())),
             sender_tasks: std::sync::Mutex::new(HashMap::new()),
+            remotes_file: tokio::sync::Mutex::new(()),
         };
         // Remotes added at run time are remembered; flags and config win for the same id.
         let mut remotes: BTreeMap<u32, String> =
-            sender::load_remotes(&chariots.broker.config().data_dir);
+            sender::load_remotes(&chariots.broker.config().data_dir)?;
         remotes.extend(chariots.config.remotes.iter().cloned());
         for (dc, addr) in remotes {
-            chariots.add_remote(dc, addr)?;
+            chariots.add_remote(dc, addr).await?;
         }
         Ok(chariots)
     }
 
-    /// Starts (or redirects) propagation to a remote datacenter.
-    pub fn add_remote(&self, dc: u32, addr: String) -> Result<()> {
+    /// Starts (or redirects) propagation to a remote datacenter, and remembers it.
+    pub async fn add_remote(&self, dc: u32, addr: String) -> Result<()> {
         if dc == self.config.dc_id {
             return Err(BrokerError::InvalidName(format!(
                 "datacenter {dc} is this node's own id"
             )));
         }
-        let task = tokio::spawn(
-            sender::Sender {
-                broker: Arc::clone(&self.broker),
-                log: self.config.log.clone(),
-                local_dc: self.config.dc_id,
-                remote_dc: dc,
-                addr: addr.clone(),
-                appended: Arc::clone(&self.appended),
-                status: Arc::clone(&self.senders),
-                connector: Arc::clone(&self.connector),
-            }
-            .run(),
-        );
+        // Listed before the sender runs, so what it reports is not overwritten.
         lock_write(&self.senders).insert(
             dc,
             sender::SenderStatus {
                 dc,
-                addr,
+                addr: addr.clone(),
                 acked_next_toid: 0,
                 connected: false,
                 last_error: None,
                 last_ack_ms: None,
             },
         );
-        let mut tasks = self
+        let task = tokio::spawn(
+            sender::Sender {
+                broker: Arc::clone(&self.broker),
+                log: self.config.log.clone(),
+                local_dc: self.config.dc_id,
+                remote_dc: dc,
+                addr,
+                appended: Arc::clone(&self.appended),
+                status: Arc::clone(&self.senders),
+                connector: Arc::clone(&self.connector),
+            }
+            .run(),
+        );
+        let old = self
             .sender_tasks
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(old) = tasks.insert(dc, task) {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dc, task);
+        if let Some(old) = old {
             old.abort();
         }
-        drop(tasks);
+        // One writer at a time, each writing every remote known by then.
+        let _writing = self.remotes_file.lock().await;
         let all: BTreeMap<u32, String> =
             self.remotes().into_iter().map(|r| (r.dc, r.addr)).collect();
-        sender::store_remotes(&self.broker.config().data_dir, &all)
+        let dir = self.broker.config().data_dir.clone();
+        tokio::task::spawn_blocking(move || sender::store_remotes(&dir, &all))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|e| BrokerError::Storage(format!("cannot remember remote datacenters: {e}")))
     }
 
@@ -374,6 +390,37 @@ impl Chariots {
             });
         }
         out
+    }
+
+    /// Takes a batch propagated from another datacenter: every record durably appended
+    /// or durably queued (or already held), or the first reason why not. Only
+    /// datacenters this node knows (a remote, or one it was told to accept) may send.
+    pub async fn accept_propagated(&self, records: Vec<Submission>) -> Result<usize> {
+        let local = self.config.dc_id;
+        for o in records.iter().filter_map(|r| r.origin) {
+            if o.dc == local {
+                // A node pointed at itself, or two datacenters sharing an id: accepting
+                // would append our own records again as new ones, forever.
+                return Err(BrokerError::InvalidBatch(format!(
+                    "this node is datacenter {local}; it does not take its own records back"
+                )));
+            }
+            if !self.config.accept_from.contains(&o.dc)
+                && !lock_read(&self.senders).contains_key(&o.dc)
+            {
+                return Err(BrokerError::UnknownDatacenter(o.dc));
+            }
+        }
+        let n = records.len();
+        match self
+            .submit_many(records)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+        {
+            None => Ok(n),
+            Some(e) => Err(e),
+        }
     }
 
     /// The configuration in use.

@@ -120,12 +120,34 @@ fn remotes_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DIR).join("remotes.json")
 }
 
+/// Reads a small JSON state file: `None` if it does not exist; an error naming the file
+/// if it cannot be read or parsed (never silently treated as absent, which would forget
+/// remotes or resend everything).
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, BrokerError> {
+    let raw = match std::fs::read(path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(BrokerError::Storage(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    serde_json::from_slice(&raw).map(Some).map_err(|e| {
+        BrokerError::Storage(format!(
+            "{} is damaged ({e}); fix it or remove it (removing a sender's cursor makes it \
+             resend everything, which the remote deduplicates)",
+            path.display()
+        ))
+    })
+}
+
 /// Remote datacenters remembered from earlier runs.
-pub(crate) fn load_remotes(data_dir: &Path) -> std::collections::BTreeMap<u32, String> {
-    std::fs::read(remotes_path(data_dir))
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default()
+pub(crate) fn load_remotes(
+    data_dir: &Path,
+) -> Result<std::collections::BTreeMap<u32, String>, BrokerError> {
+    Ok(load_json(&remotes_path(data_dir))?.unwrap_or_default())
 }
 
 /// Remembers the remote datacenters (atomically: temp file, fsync, rename).
@@ -143,7 +165,10 @@ fn write_atomically(path: &Path, raw: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
+    // A name of its own per write: a sender being replaced may still be finishing one.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{n}.tmp"));
     std::fs::write(&tmp, raw)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -157,11 +182,8 @@ fn cursor_path(data_dir: &Path, dc: u32) -> PathBuf {
     data_dir.join(DIR).join(format!("{dc}.json"))
 }
 
-fn load_cursor(path: &Path) -> Cursor {
-    std::fs::read(path)
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default()
+fn load_cursor(path: &Path) -> Result<Cursor, BrokerError> {
+    Ok(load_json(path)?.unwrap_or_default())
 }
 
 fn store_cursor(path: &Path, c: Cursor) -> std::io::Result<()> {
@@ -239,7 +261,22 @@ impl Sender {
 
     pub(crate) async fn run(self) {
         let path = cursor_path(&self.broker.config().data_dir, self.remote_dc);
-        let mut cursor = load_cursor(&path);
+        // A damaged cursor stops this sender (and says so in `/cluster`) until the file is
+        // fixed or removed; it is looked at again every few seconds.
+        let mut cursor = loop {
+            let p = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_cursor(&p))
+                .await
+                .unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string())));
+            match loaded {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::error!(remote = self.remote_dc, error = %e, "propagation stopped");
+                    self.update(|s| s.last_error = Some(e.to_string()));
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        };
         // Never read below what the shared log still holds.
         if let Ok(d) = self.broker.describe_log(&self.log) {
             let earliest = d.partitions.first().map_or(0, |p| p.earliest_offset);
@@ -295,7 +332,13 @@ impl Sender {
                             from_lid: lid + 1,
                         };
                     }
-                    if let Err(e) = store_cursor(&path, cursor) {
+                    let p = path.clone();
+                    let stored = tokio::task::spawn_blocking(move || store_cursor(&p, cursor))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                    if let Err(e) = stored {
+                        // Harmless: a restart resends from the older cursor and the remote
+                        // deduplicates.
                         tracing::warn!(error = %e, "cannot persist the propagation cursor");
                     }
                     backoff = Duration::from_millis(100);

@@ -458,8 +458,21 @@ impl Sequencer {
         } in cmds
         {
             if let Some(o) = record.origin.filter(|o| o.dc != self.config.dc_id) {
+                // Each origin has its own allowance: records far ahead of the one expected
+                // next wait at their sender, not here (it sends in TOId order, so the one
+                // expected next always fits and nothing deadlocks).
+                let expected = self.expected_toid(o.dc, &tentative);
+                let window = self.config.max_waiting_per_origin as u64;
+                if o.toid.saturating_sub(expected) >= window {
+                    let _ = reply.send(Err(BrokerError::Busy(format!(
+                        "record {} of datacenter {} is too far ahead: {expected} is expected \
+                         next and at most {window} records of one origin may wait; resend later",
+                        o.toid, o.dc
+                    ))));
+                    continue;
+                }
                 // Propagation is at-least-once: a record seen before is acknowledged again.
-                let held = o.toid < self.expected_toid(o.dc, &tentative)
+                let held = o.toid < expected
                     || self.queued_remote.contains(&o)
                     || !batch_origins.insert(o);
                 if held {
@@ -487,18 +500,23 @@ impl Sequencer {
         // queue is full.
         let mut new_waiting = Vec::new();
         if !to_queue.is_empty() {
-            let room = self.config.max_waiting.saturating_sub(self.waiting.len());
+            // Records submitted here share `max_waiting`; propagated ones were bounded per
+            // origin above.
+            let mut room = self
+                .config
+                .max_waiting
+                .saturating_sub(self.local_order.len());
             let mut accepted = Vec::new();
-            for (
-                i,
-                Command::Submit {
-                    record,
-                    reply,
-                    watch,
-                },
-            ) in to_queue.into_iter().enumerate()
+            for Command::Submit {
+                record,
+                reply,
+                watch,
+            } in to_queue
             {
-                if i < room {
+                if record.origin.is_some() {
+                    accepted.push((record, reply, watch));
+                } else if room > 0 {
+                    room -= 1;
                     accepted.push((record, reply, watch));
                 } else {
                     if let Some(id) = local_id(&record) {

@@ -174,6 +174,26 @@ pub fn hash(k: &str, v: &str) -> u64 {
     h
 }
 
+/// A record-port frame: u32 length (of kind and payload), kind, payload.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends one record-port frame on `s` and reads its `'a'` answer as JSON.
+pub fn record_port_call(s: &mut TcpStream, kind: u8, payload: &[u8]) -> serde_json::Value {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame(kind, payload)).unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[4], b'a');
+    let mut body = vec![0u8; u32::from_be_bytes(head[..4].try_into().unwrap()) as usize - 1];
+    s.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
 /// POST a JSON body; (status, JSON answer), whatever the status.
 pub fn post(node: &Node, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     match ureq::post(&node.url(path)).send_json(body) {
