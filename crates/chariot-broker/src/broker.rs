@@ -8,10 +8,10 @@ use bytes::Bytes;
 use chariot_log::{Log, LogConfig, RecordBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::appender::{now_ms, Appended, Appender, Entry, NewRecord};
 use crate::error::{BrokerError, Result};
 use crate::groups::{GroupKey, OffsetStore};
 use crate::names;
+use crate::partition::{now_ms, Appended, Entry, LocalPartition, NewRecord, PartitionLog};
 
 /// Largest partition count a log may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -58,7 +58,8 @@ fn yes() -> bool {
 
 struct Partition {
     log: Arc<Log>,
-    appender: Appender,
+    /// Where its appends go.
+    writer: Box<dyn PartitionLog>,
 }
 
 struct LogEntry {
@@ -254,7 +255,6 @@ impl Broker {
     }
 
     fn open_log(config: &BrokerConfig, meta: LogMeta, dir: PathBuf) -> Result<LogEntry> {
-        let group_bytes = (config.log.segment_bytes / 2).min(8 << 20) as usize;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         let mut log_config = config.log.clone();
         if !meta.retention {
@@ -263,9 +263,8 @@ impl Broker {
         }
         for p in 0..meta.partitions {
             let log = Arc::new(Log::open(dir.join(p.to_string()), log_config.clone())?);
-            let appender =
-                Appender::start(format!("{}-{p}", meta.name), Arc::clone(&log), group_bytes)?;
-            partitions.push(Partition { log, appender });
+            let writer = Box::new(LocalPartition::new(Arc::clone(&log)));
+            partitions.push(Partition { log, writer });
         }
         Ok(LogEntry {
             meta,
@@ -380,7 +379,7 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
         let dir = entry.dir.clone();
-        // Appenders finish what they accepted; readers holding the entry keep working on
+        // Appends already accepted finish; readers holding the entry keep working on
         // unlinked files until they drop it.
         drop(entry);
         let tomb = dir.with_file_name(format!(
@@ -493,7 +492,7 @@ impl Broker {
         let entry = self.get(log)?;
         entry
             .partition(partition)?
-            .appender
+            .writer
             .append(Entry::Records(records))
             .await
     }
@@ -536,7 +535,7 @@ impl Broker {
             )));
         }
         self.check_record_sizes(batch.records().map(|r| r.value.len()))?;
-        p.appender.append(Entry::Batch(batch)).await
+        p.writer.append(Entry::Batch(batch)).await
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (but at least one batch).
@@ -649,13 +648,13 @@ impl Broker {
             .await
     }
 
-    /// Stops every appender (what they accepted is appended), then flushes and closes
+    /// Stops every partition's writes (what they accepted is appended), then flushes and closes
     /// every log. Later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {
         let logs = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
         for entry in logs.values() {
             for p in &entry.partitions {
-                p.appender.stop();
+                p.writer.stop();
             }
         }
         for (name, entry) in logs {

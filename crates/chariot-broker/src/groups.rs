@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use chariot_log::{Log, LogConfig, RecordBatchBuilder};
 
-use crate::appender::{now_ms, Appender, Entry, NewRecord};
 use crate::error::{BrokerError, Result};
+use crate::partition::{now_ms, Entry, LocalPartition, NewRecord, PartitionLog};
 
 const DIR: &str = "__consumer_offsets";
 const KIND_COMMIT: &[u8] = b"commit";
@@ -70,7 +70,7 @@ pub(crate) struct OffsetStore {
     /// In-memory truth of *reserved* positions: an ack bumps it before its commit record is
     /// durable, so concurrent acks of one group never compute the same next offset.
     offsets: Mutex<HashMap<GroupKey, u64>>,
-    appender: Appender,
+    appender: LocalPartition,
     /// Damage of the offsets log found at open, for `/health`.
     damage: Option<String>,
 }
@@ -91,7 +91,7 @@ impl OffsetStore {
             log
         };
         let damage = log.damage().map(ToString::to_string);
-        let appender = Appender::start(DIR.into(), Arc::new(log), 1 << 20)?;
+        let appender = LocalPartition::new(Arc::new(log));
         Ok(Self {
             damage,
             offsets: Mutex::new(offsets),

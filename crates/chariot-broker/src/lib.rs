@@ -8,8 +8,8 @@
 //!
 //! Layout:
 //! - [`broker`]: the [`Broker`]: the registry of logs, their partitions and operations.
-//! - [`appender`]: one thread per partition that coalesces concurrent publishes into
-//!   one write and one fsync (group commit at the broker level).
+//! - [`partition`]: a partition's write path ([`partition::PartitionLog`]): each publish
+//!   one batch submitted to the storage engine's group commit, no thread per partition.
 //! - [`groups`]: consumer-group offsets, stored as records of an internal log.
 //! - [`names`]: log-name rules and safe directory names.
 //! - [`error`]: [`BrokerError`], whose texts are Rog's where Rog's clients see them.
@@ -18,16 +18,16 @@
 //! partition (`0/`, `1/`, …) holding that partition's segments; `__consumer_offsets/`
 //! holding the group commits.
 
-pub mod appender;
 pub mod broker;
 pub mod chariots;
 pub mod error;
 pub mod groups;
 pub mod names;
+pub mod partition;
 
-pub use appender::{now_ms, Appended, NewRecord};
 pub use broker::{
     Broker, BrokerConfig, DamagedPartition, GroupOffset, LogDescription, LogSummary, PartitionInfo,
     RangeRead, StoredRecord, LOST_HEADER, MAX_PARTITIONS,
 };
 pub use error::{BrokerError, Result};
+pub use partition::{now_ms, Appended, NewRecord};

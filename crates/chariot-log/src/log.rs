@@ -298,8 +298,21 @@ impl Drop for Leading<'_> {
     }
 }
 
+/// How `Shared::enqueue` was called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EnqueueMode {
+    /// A blocking append: the caller waits for its slot.
+    Blocking,
+    /// [`Log::submit`]: queued, the caller gets the slot in a future.
+    Submitted,
+    /// [`Log::try_submit`]: as `Submitted`, but only if it needs no I/O on this thread.
+    NoIo,
+}
+
 /// What `Shared::enqueue` did with an append.
 enum Queued {
+    /// Not done: it would have rolled the segment or written in place ([`EnqueueMode::NoIo`]).
+    WouldBlock,
     /// Appended, and as durable as the policy promises (policies other than group commit).
     Done(Vec<AppendInfo>),
     /// Queued for the next group commit; complete when the slot's outcome is set.
@@ -746,7 +759,21 @@ impl Log {
     /// a failed write or sync of the group is reported by the future, and leaves the
     /// files as they were (or poisons the log), as for a blocking append.
     pub fn submit(&self, batches: &mut [RecordBatch]) -> Result<Pending> {
-        let state = match self.shared.enqueue(batches, true)? {
+        self.pending(self.shared.enqueue(batches, EnqueueMode::Submitted)?)
+            .ok_or(LogError::Poisoned)
+    }
+
+    /// [`Log::submit`] for callers that must not block (async worker threads): queues the
+    /// batches only if that takes no I/O on this thread, which is the case under group
+    /// commit unless the active segment must roll first. `Ok(None)`: nothing was done
+    /// (the batches are untouched); submit them from a thread that may block.
+    pub fn try_submit(&self, batches: &mut [RecordBatch]) -> Result<Option<Pending>> {
+        Ok(self.pending(self.shared.enqueue(batches, EnqueueMode::NoIo)?))
+    }
+
+    fn pending(&self, queued: Queued) -> Option<Pending> {
+        let state = match queued {
+            Queued::WouldBlock => return None,
             Queued::Done(infos) => PendingState::Ready(Some(Ok(infos))),
             Queued::Waiting(slot, infos) => PendingState::Queued {
                 shared: Arc::clone(&self.shared),
@@ -754,7 +781,7 @@ impl Log {
                 infos,
             },
         };
-        Ok(Pending { state })
+        Some(Pending { state })
     }
 
     /// Reads whole batches starting with the one containing `from`, up to `max_bytes`
@@ -1031,19 +1058,26 @@ impl Shared {
     /// segment-roll decision is taken once for the whole call, so a call never straddles
     /// two segments (a segment may exceed `segment_bytes` by at most one call).
     fn append_many(&self, batches: &mut [RecordBatch]) -> Result<Vec<AppendInfo>> {
-        match self.enqueue(batches, false)? {
+        match self.enqueue(batches, EnqueueMode::Blocking)? {
             Queued::Done(infos) => Ok(infos),
             Queued::Waiting(slot, infos) => {
                 self.wait_for(&slot)?;
                 Ok(infos)
             }
+            // Only `EnqueueMode::NoIo` gives up.
+            Queued::WouldBlock => Err(LogError::Poisoned),
         }
     }
 
     /// Appends `batches` (see `append_many`) under every policy but group commit, and
     /// queues them for the next group commit under that one: a blocking append then
     /// waits for its slot (`submitted` false), a submitted one returns it to a future.
-    fn enqueue(&self, batches: &mut [RecordBatch], submitted: bool) -> Result<Queued> {
+    fn enqueue(&self, batches: &mut [RecordBatch], mode: EnqueueMode) -> Result<Queued> {
+        let submitted = mode != EnqueueMode::Blocking;
+        let gc = self.config.sync == SyncPolicy::GroupCommit;
+        if mode == EnqueueMode::NoIo && !gc {
+            return Ok(Queued::WouldBlock);
+        }
         self.check_writable()?;
         let mut total = 0u64;
         for b in batches.iter() {
@@ -1075,9 +1109,11 @@ impl Shared {
             && (size + total > self.config.segment_bytes
                 || entries + batches.len() > self.config.index_max_entries as usize)
         {
+            if mode == EnqueueMode::NoIo {
+                return Ok(Queued::WouldBlock);
+            }
             self.roll(&mut w)?;
         }
-        let gc = self.config.sync == SyncPolicy::GroupCommit;
         if !gc {
             if let [batch] = batches {
                 // One batch and no group to join: write it in place, without a copy.

@@ -392,3 +392,46 @@ fn a_panicking_waker_does_not_strand_the_rest_of_its_group() {
     assert!(matches!(poll_once(first), Poll::Ready(Ok(_))));
     assert_eq!(read_all(&log).len(), 3);
 }
+
+/// `try_submit` (for async worker threads) queues only what takes no I/O on the calling
+/// thread: nothing under policies that write in place, nothing when the segment must
+/// roll first; the batches are left for a blocking `submit`, and nothing is lost or
+/// reordered.
+#[test]
+fn try_submit_queues_only_what_needs_no_io_on_the_calling_thread() {
+    for sync in [SyncPolicy::EveryAppend, SyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small(4, sync)).unwrap();
+        let mut b = [batch(&[value_for(0, 100)])];
+        assert!(log.try_submit(&mut b).unwrap().is_none(), "{sync:?}");
+        assert_eq!(log.next_offset(), 0, "{sync:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small(4, SyncPolicy::GroupCommit)).unwrap();
+    runtime().block_on(async {
+        for i in 0..4u64 {
+            let p = log
+                .try_submit(&mut [batch(&[value_for(i, 100)])])
+                .unwrap()
+                .expect("room in the segment: queued");
+            assert_eq!(within(p).await.unwrap()[0].base_offset, i);
+        }
+        // The index of the active segment is full: the next batch needs a roll.
+        let mut next = [batch(&[value_for(4, 100)])];
+        assert!(log.try_submit(&mut next).unwrap().is_none());
+        assert_eq!(log.next_offset(), 4);
+        let p = log.submit(&mut next).unwrap();
+        assert_eq!(within(p).await.unwrap()[0].base_offset, 4);
+        let p = log
+            .try_submit(&mut [batch(&[value_for(5, 100)])])
+            .unwrap()
+            .expect("a fresh segment: queued");
+        assert_eq!(within(p).await.unwrap()[0].base_offset, 5);
+    });
+    assert_eq!(log.segments().len(), 2);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 6);
+    for (i, (off, v)) in all.iter().enumerate() {
+        assert_eq!((*off, v), (i as u64, &value_for(i as u64, 100)));
+    }
+}

@@ -47,9 +47,9 @@ use chariot_log::{Log, LogConfig};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::appender::Appender;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
+use crate::partition::LocalPartition;
 pub use record::{fnv1a64, tag_hash, Origin, RecordFormatError, RecordMeta, Submission};
 use sequencer::Sequencer;
 
@@ -236,7 +236,7 @@ impl Chariots {
         let status = Arc::new(RwLock::new(StatusView::default()));
         let toid_counter = Arc::new(AtomicU64::new(0));
         let appended = Arc::new(Notify::new());
-        let queue = Appender::start(QUEUE_DIR.into(), Arc::clone(&queue_log), 1 << 20)?;
+        let queue = LocalPartition::new(Arc::clone(&queue_log));
         let mut seq = Sequencer::new(
             config.clone(),
             Arc::clone(&broker),

@@ -23,9 +23,9 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::{decode_stored, lock_write, Origin, Submission};
-use crate::appender::now_ms;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::partition::now_ms;
 
 const DIR: &str = "__chariots_senders";
 

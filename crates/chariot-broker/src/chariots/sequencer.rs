@@ -18,9 +18,9 @@ use super::{
     Command, Index, Origin, Outcome, QueuedRecord, RecordMeta, StatusView, Submission,
     REJECTED_KEPT,
 };
-use crate::appender::{now_ms, Appender, Entry, NewRecord};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
+use crate::partition::{now_ms, Entry, LocalPartition, NewRecord, PartitionLog};
 
 /// Durable form of a dependency-queue entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ struct Waiting {
 pub(super) struct Sequencer {
     config: ChariotsConfig,
     broker: Arc<Broker>,
-    queue: Appender,
+    queue: LocalPartition,
     index: Arc<RwLock<Index>>,
     status: Arc<RwLock<StatusView>>,
     /// Released records on their way to the maintainer.
@@ -114,7 +114,7 @@ impl Sequencer {
     pub(super) fn new(
         config: ChariotsConfig,
         broker: Arc<Broker>,
-        queue: Appender,
+        queue: LocalPartition,
         index: Arc<RwLock<Index>>,
         status: Arc<RwLock<StatusView>>,
     ) -> Self {

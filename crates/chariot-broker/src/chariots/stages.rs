@@ -11,9 +11,9 @@ use super::sequencer::Released;
 use super::{
     index_record, lock_write, Command, Index, Outcome, RecordMeta, StatusView, Submission,
 };
-use crate::appender::{now_ms, NewRecord};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
+use crate::partition::{now_ms, NewRecord};
 
 /// What later stages tell the filter about a client id: its outcome, or `None` when
 /// nothing happened and a retry may go through.
