@@ -193,6 +193,9 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
     offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
+    /// Names of internal logs (also those not created yet): readable, but the public
+    /// API cannot write, delete or create them.
+    internal: RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -245,12 +248,19 @@ impl Broker {
             let entry = Self::open_log(&config, meta, dir)?;
             logs.insert(entry.meta.name.clone(), Arc::new(entry));
         }
+        // Internal logs are the ones created exempt from retention.
+        let internal = logs
+            .values()
+            .filter(|e| !e.meta.retention)
+            .map(|e| e.meta.name.clone())
+            .collect();
         tracing::info!(logs = logs.len(), dir = %config.data_dir.display(), "broker open");
         Ok(Self {
             config,
             logs: RwLock::new(logs),
             admin: tokio::sync::Mutex::new(()),
             offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
+            internal: RwLock::new(internal),
         })
     }
 
@@ -295,13 +305,40 @@ impl Broker {
             .ok_or(BrokerError::ShuttingDown)
     }
 
+    /// Reserves `name` for an internal log (before it exists): from now on the public
+    /// API can read it but not write, delete or create it.
+    pub fn reserve_internal(&self, name: &str) {
+        self.internal
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+    }
+
+    /// Whether `name` is an internal log.
+    pub fn is_internal(&self, name: &str) -> bool {
+        self.internal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    fn refuse_internal(&self, name: &str) -> Result<()> {
+        if self.is_internal(name) {
+            return Err(BrokerError::InternalLog(name.to_string()));
+        }
+        Ok(())
+    }
+
     /// Creates a log with `partitions` partitions.
     pub async fn create_log(&self, name: &str, partitions: u32) -> Result<()> {
+        self.refuse_internal(name)?;
         self.create(name, partitions, true).await
     }
 
-    /// Creates the log unless it exists, exempt from retention (its history is state).
+    /// Creates the internal log unless it exists, exempt from retention (its history is
+    /// state).
     pub async fn ensure_internal_log(&self, name: &str, partitions: u32) -> Result<()> {
+        self.reserve_internal(name);
         match self.create(name, partitions, false).await {
             Ok(()) | Err(BrokerError::LogExists(_)) => Ok(()),
             Err(e) => Err(e),
@@ -321,19 +358,46 @@ impl Broker {
         }
         let logs_dir = self.config.data_dir.join(LOGS_DIR);
         let final_dir = logs_dir.join(names::dir_name(name));
-        if final_dir.exists() {
-            return Err(BrokerError::Storage(format!(
-                "{} exists but holds another log",
-                final_dir.display()
-            )));
-        }
-        let tmp = logs_dir.join(format!(".tmp-{}", names::dir_name(name)));
         let meta = LogMeta {
             name: name.to_string(),
             partitions,
             created_at_ms: now_ms(),
             retention,
         };
+        // File-system work, recovery and thread starts off the async threads.
+        let config = self.config.clone();
+        let entry = tokio::task::spawn_blocking(move || {
+            Self::create_on_disk(&config, meta, &logs_dir, final_dir)
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("create task failed: {e}")))??;
+        self.logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), Arc::new(entry));
+        tracing::info!(log = name, partitions, "log created");
+        Ok(())
+    }
+
+    /// Builds the log's directory under a temporary name, publishes it with a rename,
+    /// then opens its partitions. All or nothing: if any step fails (a full disk, out of
+    /// file descriptors or threads) the directory is gone again and the name stays free.
+    fn create_on_disk(
+        config: &BrokerConfig,
+        meta: LogMeta,
+        logs_dir: &Path,
+        final_dir: PathBuf,
+    ) -> Result<LogEntry> {
+        if final_dir.exists() {
+            return Err(BrokerError::Storage(format!(
+                "{} exists but holds another log",
+                final_dir.display()
+            )));
+        }
+        let dir_name = final_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let tmp = logs_dir.join(format!(".tmp-{dir_name}"));
         let build = || -> Result<()> {
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp).map_err(|e| io_err("create log directory", e))?;
@@ -346,19 +410,28 @@ impl Broker {
                 .map_err(|e| io_err("fsync meta.json", e))?;
             sync_dir(&tmp)?;
             std::fs::rename(&tmp, &final_dir).map_err(|e| io_err("publish log directory", e))?;
-            sync_dir(&logs_dir)
+            sync_dir(logs_dir)
         };
         if let Err(e) = build() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let entry = Self::open_log(&self.config, meta, final_dir)?;
-        self.logs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), Arc::new(entry));
-        tracing::info!(log = name, partitions, "log created");
-        Ok(())
+        match Self::open_log(config, meta, final_dir.clone()) {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                // Its partitions are closed again (dropped); take the directory back out
+                // the way a delete does, so a restart does not find it either.
+                let tomb = logs_dir.join(format!(".deleted-{dir_name}"));
+                if std::fs::rename(&final_dir, &tomb).is_ok() {
+                    let _ = sync_dir(logs_dir);
+                    let _ = std::fs::remove_dir_all(&tomb);
+                } else {
+                    let _ = std::fs::remove_dir_all(&final_dir);
+                }
+                tracing::warn!(dir = %tomb.display(), error = %e, "create failed; undone");
+                Err(e)
+            }
+        }
     }
 
     /// Creates the log unless it exists (with any partition count).
@@ -369,8 +442,10 @@ impl Broker {
         }
     }
 
-    /// Deletes a log, its data and its consumer groups.
+    /// Deletes a log, its data and its consumer groups. If the directory cannot be
+    /// taken away, the log stays listed and readable.
     pub async fn delete_log(&self, name: &str) -> Result<()> {
+        self.refuse_internal(name)?;
         let _admin = self.admin.lock().await;
         let entry = self
             .logs
@@ -379,17 +454,36 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
         let dir = entry.dir.clone();
-        // Appends already accepted finish; readers holding the entry keep working on
-        // unlinked files until they drop it.
-        drop(entry);
+        let logs_dir = self.config.data_dir.join(LOGS_DIR);
         let tomb = dir.with_file_name(format!(
             ".deleted-{}",
             dir.file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         ));
-        std::fs::rename(&dir, &tomb).map_err(|e| io_err("delete log", e))?;
-        sync_dir(&self.config.data_dir.join(LOGS_DIR))?;
-        let _ = std::fs::remove_dir_all(&tomb);
+        let (from, to) = (dir.clone(), tomb.clone());
+        let renamed = tokio::task::spawn_blocking(move || {
+            std::fs::rename(&from, &to).map_err(|e| io_err("delete log", e))?;
+            sync_dir(&logs_dir)
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("delete task failed: {e}")))
+        .and_then(|r| r);
+        if let Err(e) = renamed {
+            if tomb.exists() {
+                // Renamed but not durably: a restart may or may not find it, so finish.
+                tracing::warn!(log = name, error = %e, "delete not durable; finishing it");
+            } else {
+                self.logs
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.to_string(), entry);
+                return Err(e);
+            }
+        }
+        // Appends already accepted finish; readers holding the entry keep working on
+        // unlinked files until they drop it.
+        drop(entry);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&tomb)).await;
         self.offsets()?.delete_log(name).await?;
         tracing::info!(log = name, "log deleted");
         Ok(())
@@ -478,6 +572,26 @@ impl Broker {
         partition: u32,
         records: Vec<NewRecord>,
     ) -> Result<Appended> {
+        self.refuse_internal(log)?;
+        self.publish_unchecked(log, partition, records).await
+    }
+
+    /// [`Broker::publish`] to an internal log, for the service that owns it.
+    pub async fn publish_internal(
+        &self,
+        log: &str,
+        partition: u32,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended> {
+        self.publish_unchecked(log, partition, records).await
+    }
+
+    async fn publish_unchecked(
+        &self,
+        log: &str,
+        partition: u32,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended> {
         if records.is_empty() {
             return Err(BrokerError::Empty);
         }
@@ -520,6 +634,7 @@ impl Broker {
                 max: max_batch,
             });
         }
+        self.refuse_internal(log)?;
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
         let batch =

@@ -69,6 +69,9 @@ pub enum BrokerError {
     /// Propagated records from a datacenter this node was not configured with.
     #[error("datacenter {0} is not one this node takes records from; configure it with --remote-dc, POST /datacenters or --accept-dc")]
     UnknownDatacenter(u32),
+    /// A public write, delete or create of a log the node keeps for itself.
+    #[error("log {0} is internal to this node (the Chariots shared log): it can be read, but not written, deleted or created through the API; post Chariots records with POST /record or the record port")]
+    InternalLog(String),
     /// The broker is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

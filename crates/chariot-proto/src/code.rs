@@ -49,11 +49,14 @@ pub enum ErrorCode {
     /// refused until an operator repairs it (`chariot repair`), and a read of a damaged
     /// batch names the file and byte position. Nothing was changed by the request.
     DataDamaged = 16,
+    /// The log is internal to the server (it holds the Chariots shared log's state): it
+    /// can be read, but not written, deleted or created by name.
+    InternalLog = 17,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::UnknownLog,
         ErrorCode::LogAlreadyExists,
         ErrorCode::InvalidPartitionCount,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::FrameTooLarge,
         ErrorCode::DataDamaged,
+        ErrorCode::InternalLog,
     ];
 
     /// The numeric value sent on the wire.
@@ -97,6 +101,7 @@ impl ErrorCode {
             14 => ErrorCode::Busy,
             15 => ErrorCode::FrameTooLarge,
             16 => ErrorCode::DataDamaged,
+            17 => ErrorCode::InternalLog,
             _ => return None,
         })
     }
@@ -129,6 +134,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::DataDamaged => "data_damaged",
+            ErrorCode::InternalLog => "internal_log",
         }
     }
 }
@@ -151,7 +157,7 @@ mod tests {
 
     // The numbers are the protocol: this table is written out by hand so that
     // renumbering a variant fails here instead of silently breaking clients.
-    const WIRE_VALUES: [(ErrorCode, u16); 16] = [
+    const WIRE_VALUES: [(ErrorCode, u16); 17] = [
         (ErrorCode::UnknownLog, 1),
         (ErrorCode::LogAlreadyExists, 2),
         (ErrorCode::InvalidPartitionCount, 3),
@@ -168,6 +174,7 @@ mod tests {
         (ErrorCode::Busy, 14),
         (ErrorCode::FrameTooLarge, 15),
         (ErrorCode::DataDamaged, 16),
+        (ErrorCode::InternalLog, 17),
     ];
 
     #[test]
@@ -183,7 +190,7 @@ mod tests {
     #[test]
     fn unassigned_values_are_unknown() {
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(17), None);
+        assert_eq!(ErrorCode::from_u16(18), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
     }
 

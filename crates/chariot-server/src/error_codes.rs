@@ -24,6 +24,7 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         }
         BrokerError::Busy(_) => ErrorCode::Busy,
         BrokerError::Damaged(_) => ErrorCode::DataDamaged,
+        BrokerError::InternalLog(_) => ErrorCode::InternalLog,
     }
 }
 
@@ -54,5 +55,6 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         }
         BrokerError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         BrokerError::Damaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_damaged"),
+        BrokerError::InternalLog(_) => (StatusCode::FORBIDDEN, "internal_log"),
     }
 }

@@ -506,3 +506,60 @@ fn a_fact_frees_what_it_completes_and_the_queue_lists_in_pages() {
     assert_eq!(rest.as_array().unwrap().len(), 1);
     assert!(rest[0]["lid"].as_u64().unwrap() > first);
 }
+
+/// The shared log is Chariots' state: readable by anyone, but neither written, deleted
+/// nor created through the public API (a deleted shared log would make tag lookups
+/// answer wrong records and let a record whose dependency vanished in).
+#[test]
+fn the_shared_log_cannot_be_written_deleted_or_created_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    // Reserved before it exists.
+    let (code, err) = post(&node, "/logs", json!({"name": "chariots", "partitions": 1}));
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (403, Some("internal_log")),
+        "{err}"
+    );
+    let (_, r) = post(&node, "/record", json!({"tags": {"k": "v"}, "seed": 1}));
+    assert_eq!(r["status"], "appended");
+    let deleted = ureq::delete(&node.url("/logs/chariots")).call();
+    match deleted {
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap();
+            assert_eq!(
+                (code, body["code"].as_str()),
+                (403, Some("internal_log")),
+                "{body}"
+            );
+        }
+        other => panic!("delete of the shared log: {other:?}"),
+    }
+    let (code, err) = post(
+        &node,
+        "/logs/chariots/partitions/0/records",
+        json!([{"value": "x"}]),
+    );
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (403, Some("internal_log")),
+        "{err}"
+    );
+    // Rog's publish gets the same refusal as its error text.
+    let reply = call(&node, &publish("chariots", 0, b"plain"), false);
+    assert!(
+        reply.as_ref().is_err_and(|e| e.contains("internal")),
+        "{reply:?}"
+    );
+    // Nothing changed: one record, still found by its tag; reads work.
+    let (_, found) = get(&node, "/records?tag=k:v");
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let (code, d) = get(&node, "/logs/chariots");
+    assert_eq!(code, 200);
+    assert_eq!(d["partitions"][0]["next_offset"], 1, "{d}");
+    // And a restart keeps it protected (the catalogue says it is internal).
+    drop(node);
+    let node = Node::start(dir.path(), &[]);
+    let reply = call(&node, &publish("chariots", 0, b"plain"), false);
+    assert!(reply.is_err(), "{reply:?}");
+}

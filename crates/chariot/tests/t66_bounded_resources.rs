@@ -409,3 +409,57 @@ fn an_s_frame_of_too_many_records_is_refused_at_small_cost() {
     assert_eq!(status, 200);
     assert_eq!(c["local_records"], 0);
 }
+
+/// Lowers the open-file limit of a running process.
+#[allow(unsafe_code)]
+fn limit_open_files(pid: u32, n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: prlimit only reads `limit`; the old-limit pointer may be null.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A create that fails half-way (here: out of file descriptors after some of its 1024
+/// partitions opened) is undone: nothing is left on disk, the name stays usable, and the
+/// server goes on serving.
+#[test]
+fn a_create_that_runs_out_of_file_descriptors_leaves_nothing_behind() {
+    let _serial = serial();
+    let (data, node) = node_with_log(&[]);
+    limit_open_files(node.child.id(), 256);
+    let (code, err) = post(
+        &node,
+        "/logs",
+        serde_json::json!({"name": "wide", "partitions": 1024}),
+    );
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (500, Some("storage")),
+        "{err}"
+    );
+    let left: Vec<String> = std::fs::read_dir(data.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["t"], "the failed create left {left:?}");
+    let (_, logs) = get(&node, "/logs");
+    assert_eq!(logs, serde_json::json!([{"name": "t", "partitions": 1}]));
+    let (code, made) = post(
+        &node,
+        "/logs",
+        serde_json::json!({"name": "wide", "partitions": 2}),
+    );
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(call(&node, &publish("wide", 1, b"x"), false), Ok(None));
+    assert_eq!(call(&node, &publish("t", 0, b"y"), false), Ok(None));
+}

@@ -223,6 +223,7 @@ impl Chariots {
         config: ChariotsConfig,
         connector: sender::Connector,
     ) -> Result<Self> {
+        broker.reserve_internal(&config.log);
         let queue_dir = broker.config().data_dir.join(QUEUE_DIR);
         let queue_config = LogConfig {
             segment_bytes: 8 << 20,

@@ -192,7 +192,7 @@ impl Maintainer {
             })
             .collect();
         let appended = match self.broker.ensure_internal_log(&self.log, 1).await {
-            Ok(()) => self.broker.publish(&self.log, 0, records).await,
+            Ok(()) => self.broker.publish_internal(&self.log, 0, records).await,
             Err(e) => Err(e),
         };
         let a = match appended {
