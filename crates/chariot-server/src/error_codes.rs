@@ -58,3 +58,40 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::InternalLog(_) => (StatusCode::FORBIDDEN, "internal_log"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One vocabulary: where the native protocol has a code of its own for an error, its
+    /// name is the HTTP API's `code` for the same error.
+    #[test]
+    fn http_codes_and_wire_code_names_agree() {
+        let errors = [
+            BrokerError::InvalidPartitionCount { requested: 0 },
+            BrokerError::LogExists("l".into()),
+            BrokerError::UnknownLog("l".into()),
+            BrokerError::PartitionOutOfRange {
+                partition: 1,
+                log: "l".into(),
+                partitions: 1,
+            },
+            BrokerError::NoData,
+            BrokerError::OffsetOutOfRange {
+                requested: 9,
+                earliest: 0,
+                next: 1,
+            },
+            BrokerError::TooLarge { size: 2, max: 1 },
+            BrokerError::InvalidBatch("bad".into()),
+            BrokerError::ShuttingDown,
+            BrokerError::Busy("full".into()),
+            BrokerError::Damaged("bad byte".into()),
+            BrokerError::InternalLog("chariots".into()),
+            BrokerError::Storage("io".into()),
+        ];
+        for e in &errors {
+            assert_eq!(http_status(e).1, wire_code(e).name(), "{e:?}");
+        }
+    }
+}
