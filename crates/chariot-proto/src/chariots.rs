@@ -11,6 +11,23 @@ use crate::error::ProtoError;
 use crate::limits::Limits;
 use crate::wire::{encode_atomically, len32, settle, take_frame, Parse, Reader, Span};
 
+/// FNV-1a, 64 bits: the hash gochariots gives a tag, computed over the UTF-8 bytes of
+/// `key:value`. Clients compute it for their dependencies (`prehash`), so it lives with
+/// the protocol rather than in the broker.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The hash of one tag.
+pub fn tag_hash(key: &str, value: &str) -> u64 {
+    fnv1a64(format!("{key}:{value}").as_bytes())
+}
+
 /// What a Chariots frame carries; the discriminant is the type byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -129,6 +146,12 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn fnv_check_value_from_the_gochariots_docs() {
+        assert_eq!(fnv1a64(b"k1:v1"), 9_489_172_654_252_433_228);
+        assert_eq!(tag_hash("k1", "v1"), 9_489_172_654_252_433_228);
+    }
 
     #[test]
     fn record_frame_bytes() -> TestResult {

@@ -6,21 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// FNV-1a, 64 bits: the hash gochariots gives a tag, computed over the UTF-8 bytes of
-/// `key:value`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// The hash of one tag.
-pub fn tag_hash(key: &str, value: &str) -> u64 {
-    fnv1a64(format!("{key}:{value}").as_bytes())
-}
+pub use chariot_proto::chariots::{fnv1a64, tag_hash};
 
 /// A record as submitted, before it has a place in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,12 +186,6 @@ pub struct RecordMeta {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn fnv_check_value_from_the_gochariots_docs() {
-        assert_eq!(fnv1a64(b"k1:v1"), 9_489_172_654_252_433_228);
-        assert_eq!(tag_hash("k1", "v1"), 9_489_172_654_252_433_228);
-    }
 
     #[test]
     fn all_three_http_forms_parse_to_the_same_record() {

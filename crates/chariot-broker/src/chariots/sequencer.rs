@@ -14,13 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::stages::{local_id, stopped_error, IdOutcome};
 use super::waiting::{Need, WaitIndex};
 use super::{
-    decode_stored, index_record, lock_read, lock_write, tag_hash, ChariotsConfig, ChariotsRecord,
-    Command, Index, Origin, Outcome, QueuedRecord, RecordMeta, StatusView, Submission,
-    REJECTED_KEPT,
+    decode_stored, index_record, lock_read, lock_write, ChariotsConfig, ChariotsRecord, Command,
+    Index, Origin, Outcome, QueuedRecord, RecordMeta, StatusView, Submission, REJECTED_KEPT,
 };
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::partition::{now_ms, Entry, LocalPartition, NewRecord, PartitionLog};
+use chariot_proto::chariots::tag_hash;
 
 /// Durable form of a dependency-queue entry.
 #[derive(Debug, Serialize, Deserialize)]

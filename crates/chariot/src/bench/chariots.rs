@@ -124,7 +124,7 @@ async fn produce(
             let prehash = if i == 0 {
                 0
             } else {
-                chariot_broker::chariots::tag_hash("c", &name(i - 1))
+                chariot_proto::chariots::tag_hash("c", &name(i - 1))
             };
             let record = json!({
                 "Host": 0,
@@ -175,7 +175,7 @@ async fn prefill(addr: SocketAddr, count: u64, run: &str) -> anyhow::Result<()> 
                 .await
                 .with_context(|| format!("cannot connect to the record port {addr}"))?;
             sock.set_nodelay(true)?;
-            let never = chariot_broker::chariots::tag_hash("never", &run);
+            let never = chariot_proto::chariots::tag_hash("never", &run);
             for i in 0..mine {
                 let record = json!({
                     "Host": 0,

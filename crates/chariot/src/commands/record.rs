@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use chariot_broker::chariots::tag_hash;
+use chariot_proto::chariots::tag_hash;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
