@@ -7,10 +7,10 @@
 //!
 //! Layout:
 //! - [`native`]: the TCP listener of the native protocol (Rog's commands and extensions).
-//! - [`http`]: the HTTP API (axum), including the replicated-log seed's `/insert` and
-//!   `/get-all`.
-//! - [`chariots_http`], [`chariots_tcp`]: the Chariots causal log's endpoints (`POST
-//!   /record`, lookups, the dependency queue) and its record port (gochariots framing).
+//! - [`http`]: the HTTP API (axum) by area: the logs API, the replicated-log seed's
+//!   `/insert` and `/get-all`, and the Chariots endpoints ([`http::chariots`]: `POST
+//!   /record`, lookups, the dependency queue), over shared replies and extractors.
+//! - [`chariots_tcp`]: the Chariots record port (gochariots framing).
 //! - [`error_codes`]: how a [`chariot_broker::BrokerError`] maps to wire codes and HTTP
 //!   statuses.
 //!
@@ -19,7 +19,6 @@
 //! finish, then flushes and closes every log.
 
 mod bounded_json;
-pub mod chariots_http;
 pub mod chariots_tcp;
 pub mod error_codes;
 pub(crate) mod framed;

@@ -11,7 +11,7 @@ use axum::Router;
 use chariot_broker::chariots::{tag_hash, Chariots, Outcome, Submission};
 use serde_json::{json, Value};
 
-use crate::http::{ApiError, ApiResult, Body, Json};
+use super::api::{limit_bodies, ApiError, ApiResult, Body, Json, MAX_LIMIT};
 
 type Shared = State<Arc<Chariots>>;
 
@@ -29,7 +29,7 @@ pub fn router(chariots: Arc<Chariots>) -> Router {
         .route("/records/waiting/{id}", get(waiting_status))
         .route("/cluster", get(cluster))
         .route("/datacenters", post(add_datacenter));
-    crate::http::limit_bodies(routes, BODY_LIMIT).with_state(chariots)
+    limit_bodies(routes, BODY_LIMIT).with_state(chariots)
 }
 
 /// Query pairs, keeping repeated keys (`?tag=a:1&tag=b:2`).
@@ -185,10 +185,10 @@ impl Page {
                 let limit: usize = v
                     .parse()
                     .map_err(|_| ApiError::bad_request("limit must be a decimal number"))?;
-                if limit > crate::http::MAX_LIMIT {
+                if limit > MAX_LIMIT {
                     return Err(ApiError::bad_request(format!(
                         "limit must be at most {}, got {limit}",
-                        crate::http::MAX_LIMIT
+                        MAX_LIMIT
                     )));
                 }
                 self.limit = limit;

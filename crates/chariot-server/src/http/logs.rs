@@ -1,0 +1,263 @@
+//! The logs API: create, list, describe and delete logs; publish and read records;
+//! consumer groups' fetch and ack.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use bytes::Bytes;
+use chariot_broker::{now_ms, Broker, NewRecord, StoredRecord};
+use chariot_proto::MAX_RECORDS_PER_REQUEST;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::{ApiError, ApiResult, Body, Json, RawBody, MAX_LIMIT};
+use crate::bounded_json::{self, BoundedError};
+
+/// Records returned by one `GET …/records` when no `limit` is given.
+const DEFAULT_LIMIT: usize = 100;
+/// A `GET …/records` stops once its records' keys, values and headers reach this (at
+/// least one record is returned): the reply is at most a few times this, whatever
+/// `limit` asked for.
+const MAX_READ_BYTES: usize = 4 << 20;
+
+type Shared = State<Arc<Broker>>;
+
+/// The logs API's routes.
+pub(crate) fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/logs", get(list_logs).post(create_log))
+        .route("/logs/{name}", get(describe_log).delete(delete_log))
+        .route(
+            "/logs/{name}/partitions/{p}/records",
+            get(read_records).post(publish),
+        )
+        .route("/logs/{name}/partitions/{p}/groups/{g}/fetch", post(fetch))
+        .route("/logs/{name}/partitions/{p}/groups/{g}/ack", post(ack))
+        .with_state(broker)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLog {
+    name: String,
+    partitions: u32,
+}
+
+async fn create_log(
+    State(broker): Shared,
+    Body(req): Body<CreateLog>,
+) -> ApiResult<impl IntoResponse> {
+    broker.create_log(&req.name, req.partitions).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": req.name, "partitions": req.partitions})),
+    ))
+}
+
+async fn list_logs(State(broker): Shared) -> Json<Value> {
+    Json(json!(broker.list_logs()))
+}
+
+async fn describe_log(
+    State(broker): Shared,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    Ok(Json(json!(broker.describe_log(&name)?)))
+}
+
+async fn delete_log(
+    State(broker): Shared,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(name) = name?;
+    broker.delete_log(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn decode_field(text: &str, encoding: &str, field: &str) -> ApiResult<Bytes> {
+    match encoding {
+        "utf8" => Ok(Bytes::copy_from_slice(text.as_bytes())),
+        "base64" => BASE64
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::bad_request(format!("{field} is not valid base64: {e}"))),
+        other => Err(ApiError::bad_request(format!(
+            "unknown encoding {other:?}: use \"utf8\" or \"base64\""
+        ))),
+    }
+}
+
+fn parse_record(v: &Value, now: i64) -> ApiResult<NewRecord> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("a record must be a JSON object"))?;
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "value" | "key" | "headers" | "encoding") {
+            return Err(ApiError::bad_request(format!("unknown record field {k:?}")));
+        }
+    }
+    let encoding = match obj.get("encoding") {
+        None | Some(Value::Null) => "utf8",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ApiError::bad_request("encoding must be a string")),
+    };
+    let value = match obj.get("value") {
+        Some(Value::String(s)) => decode_field(s, encoding, "value")?,
+        Some(_) => return Err(ApiError::bad_request("value must be a string")),
+        None => return Err(ApiError::bad_request("a record needs a \"value\"")),
+    };
+    let key = match obj.get("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(decode_field(s, encoding, "key")?),
+        Some(_) => return Err(ApiError::bad_request("key must be a string")),
+    };
+    let headers = match obj.get("headers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((
+                    Bytes::copy_from_slice(k.as_bytes()),
+                    Bytes::copy_from_slice(s.as_bytes()),
+                )),
+                _ => Err(ApiError::bad_request(format!(
+                    "header {k:?} must have a string value"
+                ))),
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(_) => return Err(ApiError::bad_request("headers must be an object")),
+    };
+    Ok(NewRecord {
+        key,
+        value,
+        headers,
+        timestamp: now,
+    })
+}
+
+fn render(r: &StoredRecord, force_base64: bool) -> Value {
+    let text = if force_base64 {
+        None
+    } else {
+        std::str::from_utf8(&r.value).ok()
+    };
+    let (value, encoding) = match text {
+        Some(t) => (t.to_string(), "utf8"),
+        None => (BASE64.encode(&r.value), "base64"),
+    };
+    let key = r.key.as_ref().map(|k| {
+        if encoding == "utf8" {
+            String::from_utf8_lossy(k).into_owned()
+        } else {
+            BASE64.encode(k)
+        }
+    });
+    let headers = r.headers_lossy();
+    json!({
+        "offset": r.offset,
+        "timestamp": r.timestamp,
+        "key": key,
+        "value": value,
+        "encoding": encoding,
+        "headers": headers,
+    })
+}
+
+async fn publish(
+    State(broker): Shared,
+    path: Result<Path<(String, u32)>, PathRejection>,
+    body: RawBody,
+) -> ApiResult<Json<Value>> {
+    let Path((name, p)) = path?;
+    let now = now_ms();
+    // One element at a time, at most MAX_RECORDS_PER_REQUEST of them.
+    let records = bounded_json::parse_list(&body.bytes, MAX_RECORDS_PER_REQUEST, true, |v| {
+        parse_record(&v, now).map_err(|e| e.message)
+    })
+    .map_err(|e| match e {
+        BoundedError::TooMany { .. } => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: e.to_string(),
+        },
+        BoundedError::Element(_, message) => ApiError::bad_request(message),
+        BoundedError::Invalid(_) => ApiError::bad_request(e.to_string()),
+    })?;
+    drop(body);
+    let a = broker.publish(&name, p, records).await?;
+    let offsets: Vec<u64> = (0..u64::from(a.count)).map(|i| a.base_offset + i).collect();
+    Ok(Json(
+        json!({"base_offset": a.base_offset, "count": a.count, "offsets": offsets}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+    encoding: Option<String>,
+}
+
+async fn read_records(
+    State(broker): Shared,
+    path: Result<Path<(String, u32)>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((name, p)) = path?;
+    let Query(q) = query?;
+    let force_base64 = match q.encoding.as_deref() {
+        None | Some("utf8") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown encoding {other:?}: use \"utf8\" or \"base64\""
+            )))
+        }
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be at most {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let offset = match q.offset {
+        Some(o) => o,
+        None => broker
+            .describe_log(&name)?
+            .partitions
+            .get(p as usize)
+            .map_or(0, |i| i.earliest_offset),
+    };
+    let records = broker.read_records_bounded(&name, p, offset, limit, MAX_READ_BYTES)?;
+    let next = records.last().map_or(offset, |r| r.offset + 1);
+    Ok(Json(json!({
+        "records": records.iter().map(|r| render(r, force_base64)).collect::<Vec<_>>(),
+        "next_offset": next,
+    })))
+}
+
+async fn fetch(
+    State(broker): Shared,
+    path: Result<Path<(String, u32, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((name, p, g)) = path?;
+    Ok(Json(render(&broker.fetch(&name, p, &g)?, false)))
+}
+
+async fn ack(
+    State(broker): Shared,
+    path: Result<Path<(String, u32, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((name, p, g)) = path?;
+    let offset = broker.ack(&name, p, &g).await?;
+    Ok(Json(json!({"offset": offset})))
+}
