@@ -463,3 +463,53 @@ fn a_create_that_runs_out_of_file_descriptors_leaves_nothing_behind() {
     assert_eq!(call(&node, &publish("wide", 1, b"x"), false), Ok(None));
     assert_eq!(call(&node, &publish("t", 0, b"y"), false), Ok(None));
 }
+
+/// `GET /get-all` streams the seed's whole log chunk by chunk: 64 MiB of messages cost
+/// the server a few chunks of memory, not the log's size twice over (the reply used to
+/// be built whole: every message as a string, then the JSON of all of them).
+#[test]
+fn get_all_streams_a_large_log_within_a_small_budget() {
+    let _serial = serial();
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(data.path(), &[]);
+    let message = "m".repeat(1000 * 1000);
+    for i in 0..64 {
+        let (code, r) = post(
+            &node,
+            "/insert",
+            serde_json::json!({"message": format!("{i:02}{message}")}),
+        );
+        assert_eq!(code, 200, "{r}");
+    }
+    let before = rss(&node);
+    let reply = ureq::get(&node.url("/get-all")).call().unwrap();
+    let mut body = reply.into_reader();
+    let (mut got, mut peak) = (Vec::new(), before);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = body.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        peak = peak.max(rss(&node));
+        // A slow reader: the server must not race ahead and buffer the rest.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let all: Vec<String> = serde_json::from_slice(&got).unwrap();
+    assert_eq!(all.len(), 64);
+    for (i, m) in all.iter().enumerate() {
+        assert!(
+            m.starts_with(&format!("{i:02}m")) && m.len() == 1_000_002,
+            "{i}"
+        );
+    }
+    let grew = peak.saturating_sub(before);
+    assert!(grew < 40 * MB, "the server grew by {} MB", grew / MB);
+    still_serves_seed(&node);
+}
+
+fn still_serves_seed(node: &Node) {
+    let (code, r) = post(node, "/insert", serde_json::json!({"message": "after"}));
+    assert_eq!(code, 200, "{r}");
+}
