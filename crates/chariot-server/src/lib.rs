@@ -322,3 +322,15 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
     }
 }
+
+/// Runs a broker call that may read from disk (a cold read blocks on I/O) on tokio's
+/// blocking pool, so async worker threads never wait for the disk.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    broker: &std::sync::Arc<chariot_broker::Broker>,
+    f: impl FnOnce(&chariot_broker::Broker) -> Result<T, chariot_broker::BrokerError> + Send + 'static,
+) -> Result<T, chariot_broker::BrokerError> {
+    let broker = std::sync::Arc::clone(broker);
+    tokio::task::spawn_blocking(move || f(&broker))
+        .await
+        .map_err(|e| chariot_broker::BrokerError::Storage(format!("read task failed: {e}")))?
+}

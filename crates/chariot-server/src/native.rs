@@ -61,7 +61,7 @@ fn err(kind: RequestKind, e: &BrokerError) -> Response {
     Response::error(Some(kind), wire_code(e), e.to_string())
 }
 
-async fn dispatch(broker: &Broker, request: Request) -> Response {
+async fn dispatch(broker: &Arc<Broker>, request: Request) -> Response {
     let kind = request.kind();
     let result = match request {
         Request::CreateLog { log, partitions } => broker
@@ -84,8 +84,8 @@ async fn dispatch(broker: &Broker, request: Request) -> Response {
             log,
             partition,
             group,
-        } => broker
-            .fetch(&log, u32::from(partition), &group)
+        } => crate::off_thread(broker, move |b| b.fetch(&log, u32::from(partition), &group))
+            .await
             .map(|r| Response::Fetched {
                 data: r.value.into(),
             }),
@@ -134,13 +134,15 @@ async fn dispatch(broker: &Broker, request: Request) -> Response {
             partition,
             offset,
             max_bytes,
-        } => broker
-            .read_range(&log, partition, offset, max_bytes as usize)
-            .map(|r| Response::Range {
-                earliest_offset: r.earliest_offset,
-                next_offset: r.next_offset,
-                batches: r.batches.into(),
-            }),
+        } => crate::off_thread(broker, move |b| {
+            b.read_range(&log, partition, offset, max_bytes as usize)
+        })
+        .await
+        .map(|r| Response::Range {
+            earliest_offset: r.earliest_offset,
+            next_offset: r.next_offset,
+            batches: r.batches.into(),
+        }),
         Request::ListLogs => Ok(Response::Logs {
             logs: broker
                 .list_logs()

@@ -237,7 +237,10 @@ async fn read_records(
             .get(p as usize)
             .map_or(0, |i| i.earliest_offset),
     };
-    let records = broker.read_records_bounded(&name, p, offset, limit, MAX_READ_BYTES)?;
+    let records = crate::off_thread(&broker, move |b| {
+        b.read_records_bounded(&name, p, offset, limit, MAX_READ_BYTES)
+    })
+    .await?;
     let next = records.last().map_or(offset, |r| r.offset + 1);
     Ok(Json(json!({
         "records": records.iter().map(|r| render(r, force_base64)).collect::<Vec<_>>(),
@@ -250,7 +253,8 @@ async fn fetch(
     path: Result<Path<(String, u32, String)>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path((name, p, g)) = path?;
-    Ok(Json(render(&broker.fetch(&name, p, &g)?, false)))
+    let record = crate::off_thread(&broker, move |b| b.fetch(&name, p, &g)).await?;
+    Ok(Json(render(&record, false)))
 }
 
 async fn ack(

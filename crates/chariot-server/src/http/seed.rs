@@ -72,13 +72,11 @@ async fn get_all(State(broker): Shared) -> ApiResult<Response> {
             }
             let mut out = Vec::new();
             if c.at < end {
-                let records = match broker.read_records_bounded(
-                    DEFAULT_LOG,
-                    0,
-                    c.at,
-                    CHUNK_RECORDS,
-                    CHUNK_BYTES,
-                ) {
+                let at = c.at;
+                let read = crate::off_thread(&broker, move |b| {
+                    b.read_records_bounded(DEFAULT_LOG, 0, at, CHUNK_RECORDS, CHUNK_BYTES)
+                });
+                let records = match read.await {
                     Ok(r) => r,
                     Err(e) => {
                         // The status line is gone: cutting the body is the only way left
