@@ -179,9 +179,7 @@ impl LocalPartition {
             })
             .ok_or_else(|| BrokerError::Storage("append lost track of its batch".into()))
     }
-}
 
-impl LocalPartition {
     async fn append_combined(&self, batch: RecordBatch) -> Result<Appended> {
         let (tx, rx) = oneshot::channel();
         let start = {

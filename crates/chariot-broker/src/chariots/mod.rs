@@ -520,15 +520,15 @@ impl Chariots {
     ) -> Vec<QueuedRecord> {
         let s = lock_read(&self.status);
         let from = after.map_or(0, |a| a.saturating_add(1));
-        let waiting = s
-            .waiting
-            .range(from..)
-            .map(|(_, r)| r)
-            .filter(|_| status != Some("rejected"));
-        let rejected = s
-            .rejected
-            .iter()
-            .filter(|r| r.id >= from && status != Some("waiting"));
+        // A kind left out is not walked at all (the queue may hold 100,000).
+        let waiting = (status != Some("rejected"))
+            .then(|| s.waiting.range(from..).map(|(_, r)| r))
+            .into_iter()
+            .flatten();
+        let rejected = (status != Some("waiting"))
+            .then(|| s.rejected.iter().filter(|r| r.id >= from))
+            .into_iter()
+            .flatten();
         waiting.chain(rejected).take(limit).cloned().collect()
     }
 

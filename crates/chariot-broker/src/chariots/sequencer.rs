@@ -147,16 +147,10 @@ impl Sequencer {
     }
 
     /// The causal rule: every dependency of the same seed is present and, for a
-    /// propagated record, its origin's previous TOId is in the log.
+    /// propagated record, its origin's previous TOId is in the log ([`Self::needs`] is
+    /// its one definition; an empty list allocates nothing).
     fn satisfied(&self, r: &Submission, t: &Tentative) -> bool {
-        let deps = r
-            .prehash
-            .iter()
-            .all(|h| self.present.contains(&(r.seed, *h)) || t.present.contains(&(r.seed, *h)));
-        deps && match r.origin {
-            Some(o) if o.dc != self.config.dc_id => o.toid == self.expected_toid(o.dc, t),
-            _ => true,
-        }
+        self.needs(r, t).is_empty()
     }
 
     /// What `r` still needs before the causal rule lets it in (empty: it may go now).
