@@ -1,22 +1,21 @@
 //! The broker: named logs of partitions, publish, read, and consumer groups.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
-use chariot_log::{Log, LogConfig, RecordBatch};
-use serde::{Deserialize, Serialize};
+use chariot_log::{LogConfig, RecordBatch};
+use serde::Serialize;
 
 use crate::error::{BrokerError, Result};
 use crate::groups::{GroupKey, OffsetStore};
 use crate::names;
-use crate::partition::{now_ms, Appended, Entry, LocalPartition, NewRecord, PartitionLog};
+use crate::partition::{Appended, Entry, NewRecord};
+use crate::registry::{Kind, LogEntry, Registry};
 
 /// Largest partition count a log may have.
 pub const MAX_PARTITIONS: u32 = 1024;
-const LOGS_DIR: &str = "logs";
-const META_FILE: &str = "meta.json";
 
 /// Configuration of a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,46 +36,6 @@ impl BrokerConfig {
             log: LogConfig::default(),
             max_record_bytes: 1 << 20,
         }
-    }
-}
-
-/// What `meta.json` in a log's directory says.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LogMeta {
-    name: String,
-    partitions: u32,
-    created_at_ms: i64,
-    /// False for logs whose history is state (the Chariots shared log): retention
-    /// settings never delete their segments.
-    #[serde(default = "yes")]
-    retention: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-struct Partition {
-    log: Arc<Log>,
-    /// Where its appends go.
-    writer: Box<dyn PartitionLog>,
-}
-
-struct LogEntry {
-    meta: LogMeta,
-    dir: PathBuf,
-    partitions: Vec<Partition>,
-}
-
-impl LogEntry {
-    fn partition(&self, p: u32) -> Result<&Partition> {
-        self.partitions
-            .get(p as usize)
-            .ok_or_else(|| BrokerError::PartitionOutOfRange {
-                partition: p,
-                log: self.meta.name.clone(),
-                partitions: self.meta.partitions,
-            })
     }
 }
 
@@ -182,20 +141,15 @@ pub struct RangeRead {
 
 /// Chariot's domain object: every log of one node.
 ///
-/// Invariants: a log listed here has all its partitions open; `meta.json` is written
-/// (fsynced, renamed into place) before a log becomes visible, so a crash never leaves a
-/// half-created log that restarts as something else; a publish is answered only once its
-/// records are durable (under the default sync policy).
+/// Invariants: a log listed here has all its partitions open; its catalogue entry is
+/// durable before it becomes visible, so a crash never leaves a half-created log that
+/// restarts as something else (the [`Registry`] sees to it); a publish is answered only
+/// once its records are durable (under the default sync policy).
 pub struct Broker {
     config: BrokerConfig,
-    logs: RwLock<BTreeMap<String, Arc<LogEntry>>>,
-    /// Serializes create and delete, which touch the file system and the registry.
-    admin: tokio::sync::Mutex<()>,
+    registry: Registry,
     /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
     offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
-    /// Names of internal logs (also those not created yet): readable, but the public
-    /// API cannot write, delete or create them.
-    internal: RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -206,81 +160,27 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> BrokerError {
-    if e.raw_os_error() == Some(28) {
-        return BrokerError::NoSpace;
-    }
-    BrokerError::Storage(format!("{what}: {e}"))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(format!("fsync {}", dir.display()), e))
-}
-
 impl Broker {
-    /// Opens (creating if needed) the data directory, recovering every log.
+    /// Opens (creating if needed) the data directory, recovering every log. Blocking.
     pub fn open(config: BrokerConfig) -> Result<Self> {
         config.log.validate().map_err(BrokerError::Log)?;
-        let logs_dir = config.data_dir.join(LOGS_DIR);
-        std::fs::create_dir_all(&logs_dir)
-            .map_err(|e| io_err(format!("create {}", logs_dir.display()), e))?;
-        let offsets = OffsetStore::open(&config.data_dir, &config.log)?;
-        let mut logs = BTreeMap::new();
-        let listing = std::fs::read_dir(&logs_dir)
-            .map_err(|e| io_err(format!("list {}", logs_dir.display()), e))?;
-        for entry in listing {
-            let entry = entry.map_err(|e| io_err("list logs", e))?;
-            let dir = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") || name.starts_with(".deleted-") {
-                // A create or delete interrupted by a crash: never visible, safe to drop.
-                let _ = std::fs::remove_dir_all(&dir);
-                continue;
-            }
-            let meta_path = dir.join(META_FILE);
-            let raw = std::fs::read(&meta_path)
-                .map_err(|e| io_err(format!("read {}", meta_path.display()), e))?;
-            let meta: LogMeta = serde_json::from_slice(&raw).map_err(|e| {
-                BrokerError::Storage(format!("{} is not valid: {e}", meta_path.display()))
-            })?;
-            let entry = Self::open_log(&config, meta, dir)?;
-            logs.insert(entry.meta.name.clone(), Arc::new(entry));
-        }
-        // Internal logs are the ones created exempt from retention.
-        let internal = logs
-            .values()
-            .filter(|e| !e.meta.retention)
-            .map(|e| e.meta.name.clone())
-            .collect();
-        tracing::info!(logs = logs.len(), dir = %config.data_dir.display(), "broker open");
+        let registry = Registry::open(&config.data_dir, &config.log)?;
+        let offsets = OffsetStore::open(&registry)?;
+        tracing::info!(
+            logs = registry.all().len(),
+            dir = %config.data_dir.display(),
+            "broker open"
+        );
         Ok(Self {
             config,
-            logs: RwLock::new(logs),
-            admin: tokio::sync::Mutex::new(()),
+            registry,
             offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
-            internal: RwLock::new(internal),
         })
     }
 
-    fn open_log(config: &BrokerConfig, meta: LogMeta, dir: PathBuf) -> Result<LogEntry> {
-        let mut partitions = Vec::with_capacity(meta.partitions as usize);
-        let mut log_config = config.log.clone();
-        if !meta.retention {
-            log_config.retention_bytes = None;
-            log_config.retention_age = None;
-        }
-        for p in 0..meta.partitions {
-            let log = Arc::new(Log::open(dir.join(p.to_string()), log_config.clone())?);
-            let writer = Box::new(LocalPartition::new(Arc::clone(&log)));
-            partitions.push(Partition { log, writer });
-        }
-        Ok(LogEntry {
-            meta,
-            dir,
-            partitions,
-        })
+    /// The catalogue, for the services that keep their state in system logs.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The configuration in use.
@@ -289,12 +189,7 @@ impl Broker {
     }
 
     fn get(&self, name: &str) -> Result<Arc<LogEntry>> {
-        self.logs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))
+        self.registry.get(name)
     }
 
     fn offsets(&self) -> Result<Arc<OffsetStore>> {
@@ -308,18 +203,12 @@ impl Broker {
     /// Reserves `name` for an internal log (before it exists): from now on the public
     /// API can read it but not write, delete or create it.
     pub fn reserve_internal(&self, name: &str) {
-        self.internal
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string());
+        self.registry.reserve_internal(name);
     }
 
-    /// Whether `name` is an internal log.
+    /// Whether `name` is an internal log (system logs included).
     pub fn is_internal(&self, name: &str) -> bool {
-        self.internal
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
+        self.registry.is_internal(name)
     }
 
     fn refuse_internal(&self, name: &str) -> Result<()> {
@@ -332,106 +221,29 @@ impl Broker {
     /// Creates a log with `partitions` partitions.
     pub async fn create_log(&self, name: &str, partitions: u32) -> Result<()> {
         self.refuse_internal(name)?;
-        self.create(name, partitions, true).await
+        self.create(name, partitions, Kind::User).await
     }
 
     /// Creates the internal log unless it exists, exempt from retention (its history is
     /// state).
     pub async fn ensure_internal_log(&self, name: &str, partitions: u32) -> Result<()> {
         self.reserve_internal(name);
-        match self.create(name, partitions, false).await {
+        match self.create(name, partitions, Kind::Internal).await {
             Ok(()) | Err(BrokerError::LogExists(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    async fn create(&self, name: &str, partitions: u32, retention: bool) -> Result<()> {
+    async fn create(&self, name: &str, partitions: u32, kind: Kind) -> Result<()> {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(BrokerError::InvalidPartitionCount {
                 requested: partitions,
             });
         }
         names::validate(name)?;
-        let _admin = self.admin.lock().await;
-        if self.get(name).is_ok() {
-            return Err(BrokerError::LogExists(name.to_string()));
-        }
-        let logs_dir = self.config.data_dir.join(LOGS_DIR);
-        let final_dir = logs_dir.join(names::dir_name(name));
-        let meta = LogMeta {
-            name: name.to_string(),
-            partitions,
-            created_at_ms: now_ms(),
-            retention,
-        };
-        // File-system work, recovery and thread starts off the async threads.
-        let config = self.config.clone();
-        let entry = tokio::task::spawn_blocking(move || {
-            Self::create_on_disk(&config, meta, &logs_dir, final_dir)
-        })
-        .await
-        .map_err(|e| BrokerError::Storage(format!("create task failed: {e}")))??;
-        self.logs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), Arc::new(entry));
+        self.registry.create(name, partitions, kind).await?;
         tracing::info!(log = name, partitions, "log created");
         Ok(())
-    }
-
-    /// Builds the log's directory under a temporary name, publishes it with a rename,
-    /// then opens its partitions. All or nothing: if any step fails (a full disk, out of
-    /// file descriptors or threads) the directory is gone again and the name stays free.
-    fn create_on_disk(
-        config: &BrokerConfig,
-        meta: LogMeta,
-        logs_dir: &Path,
-        final_dir: PathBuf,
-    ) -> Result<LogEntry> {
-        if final_dir.exists() {
-            return Err(BrokerError::Storage(format!(
-                "{} exists but holds another log",
-                final_dir.display()
-            )));
-        }
-        let dir_name = final_dir
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let tmp = logs_dir.join(format!(".tmp-{dir_name}"));
-        let build = || -> Result<()> {
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(|e| io_err("create log directory", e))?;
-            let raw = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| BrokerError::Storage(e.to_string()))?;
-            let meta_path = tmp.join(META_FILE);
-            std::fs::write(&meta_path, raw).map_err(|e| io_err("write meta.json", e))?;
-            std::fs::File::open(&meta_path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_err("fsync meta.json", e))?;
-            sync_dir(&tmp)?;
-            std::fs::rename(&tmp, &final_dir).map_err(|e| io_err("publish log directory", e))?;
-            sync_dir(logs_dir)
-        };
-        if let Err(e) = build() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        match Self::open_log(config, meta, final_dir.clone()) {
-            Ok(entry) => Ok(entry),
-            Err(e) => {
-                // Its partitions are closed again (dropped); take the directory back out
-                // the way a delete does, so a restart does not find it either.
-                let tomb = logs_dir.join(format!(".deleted-{dir_name}"));
-                if std::fs::rename(&final_dir, &tomb).is_ok() {
-                    let _ = sync_dir(logs_dir);
-                    let _ = std::fs::remove_dir_all(&tomb);
-                } else {
-                    let _ = std::fs::remove_dir_all(&final_dir);
-                }
-                tracing::warn!(dir = %tomb.display(), error = %e, "create failed; undone");
-                Err(e)
-            }
-        }
     }
 
     /// Creates the log unless it exists (with any partition count).
@@ -446,55 +258,18 @@ impl Broker {
     /// taken away, the log stays listed and readable.
     pub async fn delete_log(&self, name: &str) -> Result<()> {
         self.refuse_internal(name)?;
-        let _admin = self.admin.lock().await;
-        let entry = self
-            .logs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-            .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
-        let dir = entry.dir.clone();
-        let logs_dir = self.config.data_dir.join(LOGS_DIR);
-        let tomb = dir.with_file_name(format!(
-            ".deleted-{}",
-            dir.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        ));
-        let (from, to) = (dir.clone(), tomb.clone());
-        let renamed = tokio::task::spawn_blocking(move || {
-            std::fs::rename(&from, &to).map_err(|e| io_err("delete log", e))?;
-            sync_dir(&logs_dir)
-        })
-        .await
-        .map_err(|e| BrokerError::Storage(format!("delete task failed: {e}")))
-        .and_then(|r| r);
-        if let Err(e) = renamed {
-            if tomb.exists() {
-                // Renamed but not durably: a restart may or may not find it, so finish.
-                tracing::warn!(log = name, error = %e, "delete not durable; finishing it");
-            } else {
-                self.logs
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name.to_string(), entry);
-                return Err(e);
-            }
-        }
-        // Appends already accepted finish; readers holding the entry keep working on
-        // unlinked files until they drop it.
-        drop(entry);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&tomb)).await;
+        self.registry.delete(name).await?;
         self.offsets()?.delete_log(name).await?;
         tracing::info!(log = name, "log deleted");
         Ok(())
     }
 
-    /// All logs, by name.
+    /// All logs users see (system logs are not listed), by name.
     pub fn list_logs(&self) -> Vec<LogSummary> {
-        self.logs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
+        self.registry
+            .all()
+            .iter()
+            .filter(|e| e.meta.kind() != Kind::System)
             .map(|e| LogSummary {
                 name: e.meta.name.clone(),
                 partitions: e.meta.partitions,
@@ -530,11 +305,12 @@ impl Broker {
         })
     }
 
-    /// Every partition whose files were found damaged when it was opened.
+    /// Every partition whose files were found damaged when it was opened, system logs
+    /// (`__consumer_offsets`, …) included.
     pub fn damaged_partitions(&self) -> Vec<DamagedPartition> {
-        let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<DamagedPartition> = logs
-            .values()
+        self.registry
+            .all()
+            .iter()
             .flat_map(|e| {
                 e.partitions.iter().enumerate().filter_map(|(i, p)| {
                     Some(DamagedPartition {
@@ -544,20 +320,7 @@ impl Broker {
                     })
                 })
             })
-            .collect();
-        drop(logs);
-        if let Some(d) = self
-            .offsets()
-            .ok()
-            .and_then(|o| o.damage().map(str::to_string))
-        {
-            out.push(DamagedPartition {
-                log: "__consumer_offsets".into(),
-                partition: 0,
-                damage: d,
-            });
-        }
-        out
+            .collect()
     }
 
     /// Number of partitions of a log.
@@ -766,7 +529,7 @@ impl Broker {
     /// Stops every partition's writes (what they accepted is appended), then flushes and closes
     /// every log. Later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {
-        let logs = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
+        let logs = self.registry.take_all();
         for entry in logs.values() {
             for p in &entry.partitions {
                 p.writer.stop();

@@ -1,23 +1,21 @@
 //! Consumer groups: a committed offset per (log, partition, group), durable.
 //!
-//! Commits are records in an internal Chariot log, `__consumer_offsets` in the data
-//! directory (Kafka's design): an ack appends `(log, partition, group) → offset` and returns
-//! once that record is fsynced, so concurrent acks share one group commit. On start the log
-//! is replayed into memory; when it has grown past a threshold it is compacted by writing
-//! the current values to a fresh log and swapping directories (crash-safe: the swap is two
-//! renames, and an interrupted compaction leaves the old log in place or restorable).
+//! Commits are records in a system log of the registry, `__consumer_offsets` (Kafka's
+//! design): an ack appends `(log, partition, group) → offset` and returns once that record
+//! is fsynced, so concurrent acks share one group commit. On start the log is replayed
+//! into memory; when it has grown past a threshold it is compacted: the registry replaces
+//! its contents with the current values (crash-safe, see [`crate::registry`]).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use chariot_log::{Log, LogConfig, RecordBatchBuilder};
+use chariot_log::{Log, RecordBatchBuilder};
 
 use crate::error::{BrokerError, Result};
-use crate::partition::{now_ms, Entry, LocalPartition, NewRecord, PartitionLog};
+use crate::partition::{now_ms, Entry, NewRecord, PartitionLog};
+use crate::registry::{Registry, OFFSETS_LOG};
 
-const DIR: &str = "__consumer_offsets";
 const KIND_COMMIT: &[u8] = b"commit";
 const KIND_DELETE_LOG: &[u8] = b"delete-log";
 /// Compact on open once the commit log is larger than this.
@@ -70,38 +68,26 @@ pub(crate) struct OffsetStore {
     /// In-memory truth of *reserved* positions: an ack bumps it before its commit record is
     /// durable, so concurrent acks of one group never compute the same next offset.
     offsets: Mutex<HashMap<GroupKey, u64>>,
-    appender: LocalPartition,
-    /// Damage of the offsets log found at open, for `/health`.
-    damage: Option<String>,
+    appender: Arc<dyn PartitionLog>,
 }
 
 impl OffsetStore {
-    pub(crate) fn open(data_dir: &Path, config: &LogConfig) -> Result<Self> {
-        let dir = data_dir.join(DIR);
-        recover_interrupted_compaction(data_dir)?;
-        let log = Log::open(&dir, commit_log_config(config))?;
-        let offsets = replay(&log)?;
+    /// Replays (and if large, compacts) the offsets log. Blocking.
+    pub(crate) fn open(registry: &Registry) -> Result<Self> {
+        let mut entry = registry.open_system(OFFSETS_LOG)?;
+        let offsets = replay(&entry.partition(0)?.log)?;
+        let log = &entry.partition(0)?.log;
         // A damaged log is never compacted: compaction would replace the files an
-        // operator has to repair.
-        let log = if log.size_bytes() > COMPACT_ABOVE_BYTES && log.damage().is_none() {
-            drop(log);
-            compact(data_dir, config, &offsets)?;
-            Log::open(&dir, commit_log_config(config))?
-        } else {
-            log
-        };
-        let damage = log.damage().map(ToString::to_string);
-        let appender = LocalPartition::new(Arc::new(log));
+        // operator has to repair. (Its damage is listed in `/health` like any other.)
+        if log.size_bytes() > COMPACT_ABOVE_BYTES && log.damage().is_none() {
+            drop(entry);
+            entry = registry.replace_partition(OFFSETS_LOG, 0, |fresh| compact(fresh, &offsets))?;
+        }
+        let appender = Arc::clone(&entry.partition(0)?.writer);
         Ok(Self {
-            damage,
             offsets: Mutex::new(offsets),
             appender,
         })
-    }
-
-    /// Damage found in the offsets log when it was opened (acks are refused while so).
-    pub(crate) fn damage(&self) -> Option<&str> {
-        self.damage.as_deref()
     }
 
     /// The committed offset of a group (0 for a group never seen).
@@ -176,16 +162,6 @@ impl OffsetStore {
     }
 }
 
-fn commit_log_config(base: &LogConfig) -> LogConfig {
-    LogConfig {
-        segment_bytes: 8 << 20,
-        max_batch_bytes: 4 << 20,
-        retention_bytes: None,
-        retention_age: None,
-        ..base.clone()
-    }
-}
-
 fn commit_record(key: &GroupKey, offset: u64) -> NewRecord {
     NewRecord {
         key: Some(Bytes::from(key.encode())),
@@ -203,7 +179,8 @@ fn replay(log: &Log) -> Result<HashMap<GroupKey, u64>> {
         if r.bytes.is_empty() {
             break;
         }
-        for batch in r.batches() {
+        // Commits `repair` marked as lost are gone; the groups they moved resume earlier.
+        for batch in r.batches().filter(|b| !b.is_lost()) {
             for rec in batch.records() {
                 let kind = rec
                     .headers
@@ -245,57 +222,20 @@ fn replay(log: &Log) -> Result<HashMap<GroupKey, u64>> {
     Ok(map)
 }
 
-fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        data_dir.join(DIR),
-        data_dir.join(format!("{DIR}.compacting")),
-        data_dir.join(format!("{DIR}.old")),
-    )
-}
-
-fn io_err(what: &str, e: std::io::Error) -> BrokerError {
-    BrokerError::Storage(format!("{what}: {e}"))
-}
-
-/// Brings the directories back to "one complete commit log" after a crash mid-compaction.
-fn recover_interrupted_compaction(data_dir: &Path) -> Result<()> {
-    let (main, compacting, old) = paths(data_dir);
-    if !main.exists() && old.exists() {
-        std::fs::rename(&old, &main).map_err(|e| io_err("restore consumer offsets", e))?;
-    }
-    for leftover in [compacting, old] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(&leftover)
-                .map_err(|e| io_err("remove interrupted compaction", e))?;
+/// Writes the current offsets into `fresh`, the compacted log's new contents.
+fn compact(fresh: &Log, offsets: &HashMap<GroupKey, u64>) -> Result<()> {
+    let mut entries: Vec<_> = offsets.iter().collect();
+    entries.sort();
+    for chunk in entries.chunks(1000) {
+        let mut b = RecordBatchBuilder::new();
+        for (k, v) in chunk {
+            let r = commit_record(k, **v);
+            let headers: Vec<(&[u8], &[u8])> =
+                r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
         }
+        fresh.append(&mut b.build())?;
     }
-    Ok(())
-}
-
-fn compact(data_dir: &Path, config: &LogConfig, offsets: &HashMap<GroupKey, u64>) -> Result<()> {
-    let (main, compacting, old) = paths(data_dir);
-    {
-        let fresh = Log::open(&compacting, commit_log_config(config))?;
-        let mut entries: Vec<_> = offsets.iter().collect();
-        entries.sort();
-        for chunk in entries.chunks(1000) {
-            let mut b = RecordBatchBuilder::new();
-            for (k, v) in chunk {
-                let r = commit_record(k, **v);
-                let headers: Vec<(&[u8], &[u8])> =
-                    r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-                b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
-            }
-            fresh.append(&mut b.build())?;
-        }
-        fresh.close()?;
-    }
-    std::fs::rename(&main, &old).map_err(|e| io_err("swap consumer offsets", e))?;
-    std::fs::rename(&compacting, &main).map_err(|e| io_err("swap consumer offsets", e))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("sync data directory", e))?;
-    std::fs::remove_dir_all(&old).map_err(|e| io_err("remove old consumer offsets", e))?;
     tracing::info!(groups = offsets.len(), "compacted consumer offsets");
     Ok(())
 }
@@ -303,6 +243,11 @@ fn compact(data_dir: &Path, config: &LogConfig, offsets: &HashMap<GroupKey, u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chariot_log::LogConfig;
+
+    fn open(dir: &std::path::Path) -> OffsetStore {
+        OffsetStore::open(&Registry::open(dir, &LogConfig::default()).unwrap()).unwrap()
+    }
 
     #[test]
     fn group_keys_round_trip() {
@@ -324,7 +269,7 @@ mod tests {
             group: g.into(),
         };
         {
-            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            let store = open(dir.path());
             for _ in 0..5 {
                 store.advance(key("a"), 0, 10).await.unwrap();
             }
@@ -335,7 +280,7 @@ mod tests {
             ));
         }
         let offsets = {
-            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            let store = open(dir.path());
             assert_eq!(store.get(&key("a")), 5);
             assert_eq!(store.get(&key("b")), 1);
             assert_eq!(
@@ -345,12 +290,16 @@ mod tests {
             let snapshot = store.lock().clone();
             snapshot
         };
-        compact(dir.path(), &LogConfig::default(), &offsets).unwrap();
-        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        let registry = Registry::open(dir.path(), &LogConfig::default()).unwrap();
+        drop(registry.open_system(OFFSETS_LOG).unwrap());
+        registry
+            .replace_partition(OFFSETS_LOG, 0, |fresh| compact(fresh, &offsets))
+            .unwrap();
+        let store = OffsetStore::open(&registry).unwrap();
         assert_eq!(store.get(&key("a")), 5);
         store.delete_log("l").await.unwrap();
-        drop(store);
-        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        drop((store, registry));
+        let store = open(dir.path());
         assert_eq!(store.get(&key("a")), 0);
     }
 
@@ -363,7 +312,7 @@ mod tests {
             group: "g".into(),
         };
         {
-            let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+            let store = open(dir.path());
             // Two concurrent acks reserved 6 and 7; 7's commit reached the log first.
             store
                 .append(Entry::Records(vec![commit_record(&key, 7)]))
@@ -374,17 +323,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = OffsetStore::open(dir.path(), &LogConfig::default()).unwrap();
+        let store = open(dir.path());
         assert_eq!(store.get(&key), 7);
-    }
-
-    #[test]
-    fn an_interrupted_compaction_keeps_the_old_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        let (main, compacting, old) = paths(dir.path());
-        std::fs::create_dir_all(&old).unwrap();
-        std::fs::create_dir_all(&compacting).unwrap();
-        recover_interrupted_compaction(dir.path()).unwrap();
-        assert!(main.exists() && !old.exists() && !compacting.exists());
     }
 }

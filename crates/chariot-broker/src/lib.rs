@@ -7,7 +7,9 @@
 //! listeners in `chariot-server` decode requests and call this crate.
 //!
 //! Layout:
-//! - [`broker`]: the [`Broker`]: the registry of logs, their partitions and operations.
+//! - [`broker`]: the [`Broker`]: a node's logs and the operations on them.
+//! - `registry`: the one catalogue of logs (user, internal and system logs), the only
+//!   code that creates, opens, replaces or deletes their directories.
 //! - [`partition`]: a partition's write path ([`partition::PartitionLog`]): each publish
 //!   one batch submitted to the storage engine's group commit, no thread per partition.
 //! - [`groups`]: consumer-group offsets, stored as records of an internal log.
@@ -15,8 +17,8 @@
 //! - [`error`]: [`BrokerError`], whose texts are Rog's where Rog's clients see them.
 //!
 //! On disk (`<data dir>/`): `logs/<escaped name>/meta.json` plus one directory per
-//! partition (`0/`, `1/`, …) holding that partition's segments; `__consumer_offsets/`
-//! holding the group commits.
+//! partition (`0/`, `1/`, …) holding that partition's segments; `system/` the same for
+//! the system logs (`__consumer_offsets`, `__chariots_queue`, `__chariots_senders`).
 
 pub mod broker;
 pub mod chariots;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod groups;
 pub mod names;
 pub mod partition;
+mod registry;
 
 pub use broker::{
     Broker, BrokerConfig, DamagedPartition, GroupOffset, LogDescription, LogSummary, PartitionInfo,

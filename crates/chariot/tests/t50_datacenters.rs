@@ -392,7 +392,8 @@ fn propagation_comes_only_from_known_datacenters_each_within_its_allowance() {
 }
 
 /// The remotes list and the senders' cursors are state: a damaged one is an error that
-/// names the file, never a silent reset (which would forget a remote or resend all).
+/// names the file, never a silent reset (which would forget a remote or resend all). They
+/// are records of a system log now; the JSON files of earlier versions are taken in.
 #[test]
 fn damaged_remotes_and_cursors_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,9 +406,18 @@ fn damaged_remotes_and_cursors_are_errors_naming_the_file() {
         json!({"id": 1, "addr": silent.local_addr().unwrap().to_string()}),
     );
     assert_eq!(node.terminate(), Some(0));
+    assert!(
+        dir.path()
+            .join("system")
+            .join("__chariots_senders")
+            .is_dir(),
+        "the remotes are a system log"
+    );
+    // The files an earlier version kept.
     let senders = dir.path().join("__chariots_senders");
+    std::fs::create_dir_all(&senders).unwrap();
     let remotes = senders.join("remotes.json");
-    let good = std::fs::read(&remotes).unwrap();
+    let good = json!({"1": silent.local_addr().unwrap().to_string()}).to_string();
 
     std::fs::write(&remotes, b"{\"1\": ").unwrap();
     let out = serve_command(dir.path(), &["--dc-id", "0"])
@@ -434,5 +444,50 @@ fn damaged_remotes_and_cursors_are_errors_naming_the_file() {
     assert_eq!(
         get(&node, "/cluster").1["remote_datacenters"][0]["datacenter"],
         1
+    );
+}
+
+/// Damage inside the senders' system log (valid records after it) stops the start with
+/// an error naming the log, its file and the position, never a silent reset.
+#[test]
+fn a_damaged_senders_log_is_an_error_naming_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = Node::start(dir.path(), &["--dc-id", "0"]);
+    for id in [1, 2] {
+        post_ok(
+            &node,
+            "/datacenters",
+            json!({"id": id, "addr": silent.local_addr().unwrap().to_string()}),
+        );
+    }
+    assert_eq!(node.terminate(), Some(0));
+    let part = dir.path().join("system/__chariots_senders/0");
+    let segment = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first_len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let second_len = u32::from_be_bytes(
+        bytes[12 + first_len + 8..12 + first_len + 12]
+            .try_into()
+            .unwrap(),
+    );
+    assert!(second_len > 0, "two batches, the second valid");
+    // A byte of the first batch's last record (its address).
+    bytes[12 + first_len - 2] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = serve_command(dir.path(), &["--dc-id", "0"])
+        .env("CHARIOT_LOCK_WAIT_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains("__chariots_senders") && err.contains(&file),
+        "{err}"
     );
 }

@@ -13,7 +13,7 @@
 //!   stages report outcomes back to it); a repeat while the first is in flight is told to
 //!   retry;
 //! - **queue** (the *sequencer*, which owns the causal state): records whose dependencies
-//!   are missing wait in the *dependency queue*, which is durable (an internal log,
+//!   are missing wait in the *dependency queue*, which is durable (a system log,
 //!   `__chariots_queue`) and bounded (a maximum wait, after which a record is rejected
 //!   with a reason, and a maximum size, past which new records get a "busy" error);
 //!   propagated records are deduplicated by (origin, TOId); ready records are released in
@@ -27,12 +27,15 @@
 //!
 //! - **sender**: one task per remote datacenter propagates this datacenter's records in
 //!   TOId order, durably and at least once; a propagated record is appended only after
-//!   its origin's previous TOId and its dependencies, deduplicated by (origin, TOId).
+//!   its origin's previous TOId and its dependencies, deduplicated by (origin, TOId). The
+//!   remotes and the senders' cursors are records of a system log, `__chariots_senders`
+//!   ([`remotes`]).
 //!
 //! Every record originated here gets the next TOId of this datacenter; every datacenter
 //! holds every record, each copy with its own LIds.
 
 pub mod record;
+pub mod remotes;
 pub mod sender;
 mod sequencer;
 mod stages;
@@ -43,17 +46,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chariot_log::{Log, LogConfig};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-use crate::partition::LocalPartition;
+use crate::registry::QUEUE_LOG;
 pub use record::{fnv1a64, tag_hash, Origin, RecordFormatError, RecordMeta, Submission};
+use remotes::SenderState;
 use sequencer::Sequencer;
 
-const QUEUE_DIR: &str = "__chariots_queue";
 /// Rejected records remembered for `GET /records/waiting`.
 const REJECTED_KEPT: usize = 10_000;
 
@@ -192,7 +194,8 @@ pub struct Chariots {
     connector: sender::Connector,
     senders: Arc<RwLock<HashMap<u32, sender::SenderStatus>>>,
     sender_tasks: std::sync::Mutex<HashMap<u32, tokio::task::JoinHandle<()>>>,
-    remotes_file: tokio::sync::Mutex<()>,
+    /// Remotes and cursors, durably.
+    state: Arc<SenderState>,
 }
 
 /// What readers may see of the queue without asking the sequencer.
@@ -224,28 +227,27 @@ impl Chariots {
         connector: sender::Connector,
     ) -> Result<Self> {
         broker.reserve_internal(&config.log);
-        let queue_dir = broker.config().data_dir.join(QUEUE_DIR);
-        let queue_config = LogConfig {
-            segment_bytes: 8 << 20,
-            max_batch_bytes: 4 << 20,
-            retention_bytes: None,
-            retention_age: None,
-            ..broker.config().log.clone()
-        };
-        let queue_log = Arc::new(Log::open(&queue_dir, queue_config)?);
+        // Opening (and recovering, compacting) system logs is blocking work.
+        let b = Arc::clone(&broker);
+        let (queue_entry, state) = tokio::task::spawn_blocking(move || {
+            let queue = b.registry().open_system(QUEUE_LOG)?;
+            Ok::<_, BrokerError>((queue, SenderState::open(&b)?))
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("start task failed: {e}")))??;
+        let queue_partition = queue_entry.partition(0)?;
         let index = Arc::new(RwLock::new(Index::default()));
         let status = Arc::new(RwLock::new(StatusView::default()));
         let toid_counter = Arc::new(AtomicU64::new(0));
         let appended = Arc::new(Notify::new());
-        let queue = LocalPartition::new(Arc::clone(&queue_log));
         let mut seq = Sequencer::new(
             config.clone(),
             Arc::clone(&broker),
-            queue,
+            Arc::clone(&queue_partition.writer),
             Arc::clone(&index),
             Arc::clone(&status),
         );
-        seq.recover(&queue_log).await?;
+        seq.recover(&queue_partition.log).await?;
         toid_counter.store(seq.next_toid, Ordering::Release);
         // The pipeline: batcher -> filter -> sequencer (queue) -> maintainer -> indexer.
         let (tx, submissions) = mpsc::channel(8192);
@@ -288,11 +290,10 @@ impl Chariots {
             connector,
             senders: Arc::new(RwLock::new(HashMap::new())),
             sender_tasks: std::sync::Mutex::new(HashMap::new()),
-            remotes_file: tokio::sync::Mutex::new(()),
+            state: Arc::new(state),
         };
         // Remotes added at run time are remembered; flags and config win for the same id.
-        let mut remotes: BTreeMap<u32, String> =
-            sender::load_remotes(&chariots.broker.config().data_dir)?;
+        let mut remotes: BTreeMap<u32, String> = chariots.state.remotes();
         remotes.extend(chariots.config.remotes.iter().cloned());
         for (dc, addr) in remotes {
             chariots.add_remote(dc, addr).await?;
@@ -325,10 +326,11 @@ impl Chariots {
                 log: self.config.log.clone(),
                 local_dc: self.config.dc_id,
                 remote_dc: dc,
-                addr,
+                addr: addr.clone(),
                 appended: Arc::clone(&self.appended),
                 status: Arc::clone(&self.senders),
                 connector: Arc::clone(&self.connector),
+                state: Arc::clone(&self.state),
             }
             .run(),
         );
@@ -340,14 +342,9 @@ impl Chariots {
         if let Some(old) = old {
             old.abort();
         }
-        // One writer at a time, each writing every remote known by then.
-        let _writing = self.remotes_file.lock().await;
-        let all: BTreeMap<u32, String> =
-            self.remotes().into_iter().map(|r| (r.dc, r.addr)).collect();
-        let dir = self.broker.config().data_dir.clone();
-        tokio::task::spawn_blocking(move || sender::store_remotes(&dir, &all))
+        self.state
+            .set_remote(dc, &addr)
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|e| BrokerError::Storage(format!("cannot remember remote datacenters: {e}")))
     }
 

@@ -1,16 +1,16 @@
 //! The sender: propagates this datacenter's records to one remote datacenter.
 //!
-//! Asynchronous, durable and at-least-once. A persistent cursor per remote
-//! (`__chariots_senders/<dc>.json`: the next TOId to send and where to resume reading the
-//! shared log) advances only after the remote acknowledged a batch, which it does once the
-//! records are durably appended or durably queued there. Records go in TOId order, in
+//! Asynchronous, durable and at-least-once. A persistent cursor per remote (the next TOId
+//! to send and where to resume reading the shared log, kept by [`super::remotes`])
+//! advances only after the remote acknowledged a batch, which it does once the records
+//! are durably appended or durably queued there. The shared log is scanned on the
+//! blocking pool, never on an async worker. Records go in TOId order, in
 //! batches over a [`Link`] (the server crate provides it: `'p'` frames on the remote's
 //! record port; this crate never opens sockets); failures reconnect with exponential
 //! backoff, and a restart on either side resumes from the cursor. The receiver
 //! deduplicates by (origin, TOId), so resending is harmless.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,12 +22,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::remotes::{Cursor, SenderState};
 use super::{decode_stored, lock_write, Origin, Submission};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::now_ms;
-
-const DIR: &str = "__chariots_senders";
 
 /// A boxed future, so links can live behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -59,12 +58,6 @@ pub struct SenderStatus {
     pub last_error: Option<String>,
     /// When the remote last acknowledged a batch (ms since the Unix epoch).
     pub last_ack_ms: Option<i64>,
-}
-
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
-struct Cursor {
-    next_toid: u64,
-    from_lid: u64,
 }
 
 /// One propagated record on the wire.
@@ -116,83 +109,6 @@ pub fn parse_batch(payload: &[u8]) -> Result<Vec<Submission>, String> {
         .collect())
 }
 
-fn remotes_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(DIR).join("remotes.json")
-}
-
-/// Reads a small JSON state file: `None` if it does not exist; an error naming the file
-/// if it cannot be read or parsed (never silently treated as absent, which would forget
-/// remotes or resend everything).
-fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, BrokerError> {
-    let raw = match std::fs::read(path) {
-        Ok(raw) => raw,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(BrokerError::Storage(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    serde_json::from_slice(&raw).map(Some).map_err(|e| {
-        BrokerError::Storage(format!(
-            "{} is damaged ({e}); fix it or remove it (removing a sender's cursor makes it \
-             resend everything, which the remote deduplicates)",
-            path.display()
-        ))
-    })
-}
-
-/// Remote datacenters remembered from earlier runs.
-pub(crate) fn load_remotes(
-    data_dir: &Path,
-) -> Result<std::collections::BTreeMap<u32, String>, BrokerError> {
-    Ok(load_json(&remotes_path(data_dir))?.unwrap_or_default())
-}
-
-/// Remembers the remote datacenters (atomically: temp file, fsync, rename).
-pub(crate) fn store_remotes(
-    data_dir: &Path,
-    remotes: &std::collections::BTreeMap<u32, String>,
-) -> std::io::Result<()> {
-    write_atomically(
-        &remotes_path(data_dir),
-        &serde_json::to_vec(remotes).map_err(std::io::Error::other)?,
-    )
-}
-
-fn write_atomically(path: &Path, raw: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // A name of its own per write: a sender being replaced may still be finishing one.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("json.{n}.tmp"));
-    std::fs::write(&tmp, raw)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn cursor_path(data_dir: &Path, dc: u32) -> PathBuf {
-    data_dir.join(DIR).join(format!("{dc}.json"))
-}
-
-fn load_cursor(path: &Path) -> Result<Cursor, BrokerError> {
-    Ok(load_json(path)?.unwrap_or_default())
-}
-
-fn store_cursor(path: &Path, c: Cursor) -> std::io::Result<()> {
-    write_atomically(
-        path,
-        &serde_json::to_vec(&c).map_err(std::io::Error::other)?,
-    )
-}
-
 pub(crate) struct Sender {
     pub broker: Arc<Broker>,
     pub log: String,
@@ -202,6 +118,7 @@ pub(crate) struct Sender {
     pub appended: Arc<Notify>,
     pub status: Arc<RwLock<HashMap<u32, SenderStatus>>>,
     pub connector: Connector,
+    pub state: Arc<SenderState>,
 }
 
 impl Sender {
@@ -218,57 +135,17 @@ impl Sender {
         f(s);
     }
 
-    /// Local records from the cursor on, in TOId order; and how far the scan got.
-    fn collect(&self, cursor: Cursor) -> Result<(Vec<(u64, Propagated)>, u64), BrokerError> {
-        let mut out = Vec::new();
-        let mut at = cursor.from_lid;
-        loop {
-            let stored = match self.broker.read_records(&self.log, 0, at, 2000) {
-                Err(BrokerError::UnknownLog(_)) => return Ok((out, at)),
-                other => other?,
-            };
-            let Some(last) = stored.last() else {
-                return Ok((out, at));
-            };
-            let end = last.offset + 1;
-            for s in &stored {
-                let Ok(rec) = decode_stored(s) else { continue };
-                if rec.origin_dc == self.local_dc && rec.toid >= cursor.next_toid {
-                    out.push((
-                        rec.lid,
-                        Propagated {
-                            dc: rec.origin_dc,
-                            toid: rec.toid,
-                            tags: rec.tags,
-                            seed: rec.seed,
-                            prehash: rec.prehash,
-                            id: rec.id,
-                        },
-                    ));
-                    if out.len() >= BATCH {
-                        return Ok((out, rec.lid + 1));
-                    }
-                }
-            }
-            at = end;
-        }
-    }
-
     fn payload(&self, batch: &[(u64, Propagated)]) -> Bytes {
         let records: Vec<&Propagated> = batch.iter().map(|(_, p)| p).collect();
         Bytes::from(json!({"from": self.local_dc, "records": records}).to_string())
     }
 
     pub(crate) async fn run(self) {
-        let path = cursor_path(&self.broker.config().data_dir, self.remote_dc);
-        // A damaged cursor stops this sender (and says so in `/cluster`) until the file is
-        // fixed or removed; it is looked at again every few seconds.
+        // A cursor that cannot be loaded (a damaged file of an earlier version) stops this
+        // sender, and says so in `/cluster`, until it is fixed or removed; it is looked at
+        // again every few seconds.
         let mut cursor = loop {
-            let p = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_cursor(&p))
-                .await
-                .unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string())));
-            match loaded {
+            match self.state.cursor(self.remote_dc).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::error!(remote = self.remote_dc, error = %e, "propagation stopped");
@@ -290,7 +167,12 @@ impl Sender {
             let woken = self.appended.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let (batch, scanned_to) = match self.collect(cursor) {
+            let (broker, log, local) = (Arc::clone(&self.broker), self.log.clone(), self.local_dc);
+            let scanned =
+                tokio::task::spawn_blocking(move || collect(&broker, &log, local, cursor))
+                    .await
+                    .unwrap_or_else(|e| Err(BrokerError::Storage(format!("scan failed: {e}"))));
+            let (batch, scanned_to) = match scanned {
                 Ok(b) => b,
                 Err(e) => {
                     self.update(|s| s.last_error = Some(e.to_string()));
@@ -332,11 +214,7 @@ impl Sender {
                             from_lid: lid + 1,
                         };
                     }
-                    let p = path.clone();
-                    let stored = tokio::task::spawn_blocking(move || store_cursor(&p, cursor))
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                    if let Err(e) = stored {
+                    if let Err(e) = self.state.set_cursor(self.remote_dc, cursor).await {
                         // Harmless: a restart resends from the older cursor and the remote
                         // deduplicates.
                         tracing::warn!(error = %e, "cannot persist the propagation cursor");
@@ -362,5 +240,46 @@ impl Sender {
         });
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Local records from the cursor on, in TOId order; and how far the scan got.
+fn collect(
+    broker: &Broker,
+    log: &str,
+    local_dc: u32,
+    cursor: Cursor,
+) -> Result<(Vec<(u64, Propagated)>, u64), BrokerError> {
+    let mut out = Vec::new();
+    let mut at = cursor.from_lid;
+    loop {
+        let stored = match broker.read_records(log, 0, at, 2000) {
+            Err(BrokerError::UnknownLog(_)) => return Ok((out, at)),
+            other => other?,
+        };
+        let Some(last) = stored.last() else {
+            return Ok((out, at));
+        };
+        let end = last.offset + 1;
+        for s in &stored {
+            let Ok(rec) = decode_stored(s) else { continue };
+            if rec.origin_dc == local_dc && rec.toid >= cursor.next_toid {
+                out.push((
+                    rec.lid,
+                    Propagated {
+                        dc: rec.origin_dc,
+                        toid: rec.toid,
+                        tags: rec.tags,
+                        seed: rec.seed,
+                        prehash: rec.prehash,
+                        id: rec.id,
+                    },
+                ));
+                if out.len() >= BATCH {
+                    return Ok((out, rec.lid + 1));
+                }
+            }
+        }
+        at = end;
     }
 }

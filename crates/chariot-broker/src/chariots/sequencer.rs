@@ -19,7 +19,7 @@ use super::{
 };
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-use crate::partition::{now_ms, Entry, LocalPartition, NewRecord, PartitionLog};
+use crate::partition::{now_ms, Entry, NewRecord, PartitionLog};
 use chariot_proto::chariots::tag_hash;
 
 /// Durable form of a dependency-queue entry.
@@ -47,7 +47,7 @@ struct Waiting {
 pub(super) struct Sequencer {
     config: ChariotsConfig,
     broker: Arc<Broker>,
-    queue: LocalPartition,
+    queue: Arc<dyn PartitionLog>,
     index: Arc<RwLock<Index>>,
     status: Arc<RwLock<StatusView>>,
     /// Released records on their way to the maintainer.
@@ -114,7 +114,7 @@ impl Sequencer {
     pub(super) fn new(
         config: ChariotsConfig,
         broker: Arc<Broker>,
-        queue: LocalPartition,
+        queue: Arc<dyn PartitionLog>,
         index: Arc<RwLock<Index>>,
         status: Arc<RwLock<StatusView>>,
     ) -> Self {
@@ -252,7 +252,9 @@ impl Sequencer {
             if r.bytes.is_empty() {
                 break;
             }
-            for b in r.batches() {
+            // Entries `repair` marked as lost are gone: a lost enqueue forgets a waiting
+            // record, a lost rejection lets it wait (and expire) again.
+            for b in r.batches().filter(|b| !b.is_lost()) {
                 for rec in b.records() {
                     let entry: QueueEntry = serde_json::from_slice(rec.value).map_err(|e| {
                         BrokerError::Storage(format!("dependency queue entry {}: {e}", rec.offset))
