@@ -32,6 +32,19 @@ pub fn router(chariots: Arc<Chariots>) -> Router {
     limit_bodies(routes, BODY_LIMIT).with_state(chariots)
 }
 
+/// Runs a lookup that reads the shared log on the blocking pool, so a cold read never
+/// stalls an async worker.
+async fn reading<T: Send + 'static>(
+    chariots: &Arc<Chariots>,
+    f: impl FnOnce(&Chariots) -> chariot_broker::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let chariots = Arc::clone(chariots);
+    let read = tokio::task::spawn_blocking(move || f(&chariots))
+        .await
+        .map_err(|e| chariot_broker::BrokerError::Storage(format!("read task failed: {e}")))?;
+    Ok(read?)
+}
+
 /// Query pairs, keeping repeated keys (`?tag=a:1&tag=b:2`).
 fn pairs(q: Option<String>) -> Vec<(String, String)> {
     let q = q.unwrap_or_default();
@@ -109,7 +122,8 @@ async fn get_record(
     lid: Result<Path<u64>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(lid) = lid?;
-    Ok(Json(json!(chariots.get(lid)?)))
+    let record = reading(&chariots, move |c| c.get(lid)).await?;
+    Ok(Json(json!(record)))
 }
 
 async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
@@ -142,15 +156,16 @@ async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResu
             "give at least one tag=key:value or hash=H",
         ));
     }
-    let mut records = Vec::new();
-    for lid in chariots
+    let lids: Vec<u64> = chariots
         .find(&hashes)
         .into_iter()
         .filter(|lid| page.after.is_none_or(|a| *lid > a))
         .take(page.limit)
-    {
-        records.push(chariots.get(lid)?);
-    }
+        .collect();
+    let records = reading(&chariots, move |c| {
+        lids.into_iter().map(|lid| c.get(lid)).collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
     Ok(Json(json!(records)))
 }
 
