@@ -357,14 +357,19 @@ impl Registry {
         let tomb = dir.with_file_name(format!(".deleted-{}", file_name(&dir)));
         let (from, to) = (dir.clone(), tomb.clone());
         let renamed = tokio::task::spawn_blocking(move || {
-            std::fs::rename(&from, &to).map_err(|e| io_err("delete log", e))?;
+            std::fs::rename(&from, &to).map_err(|e| {
+                io_err(
+                    format!("delete log: rename {} to {}", from.display(), to.display()),
+                    e,
+                )
+            })?;
             sync_dir(&root)
         })
         .await
         .map_err(|e| BrokerError::Storage(format!("delete task failed: {e}")))
         .and_then(|r| r);
         if let Err(e) = renamed {
-            if tomb.exists() {
+            if !dir.exists() {
                 // Renamed but not durably: a restart may or may not find it, so finish.
                 tracing::warn!(log = name, error = %e, "delete not durable; finishing it");
             } else {

@@ -513,3 +513,36 @@ fn still_serves_seed(node: &Node) {
     let (code, r) = post(node, "/insert", serde_json::json!({"message": "after"}));
     assert_eq!(code, 200, "{r}");
 }
+
+/// A delete whose directory cannot be taken away (here the rename to its tombstone meets
+/// a non-empty directory in the way) fails with an error, and the log stays listed and
+/// readable, its records and offsets intact.
+#[test]
+fn a_delete_that_cannot_take_the_directory_away_leaves_the_log_readable() {
+    let (data, node) = node_with_log(&[]);
+    assert!(call(&node, &publish("t", 0, b"kept"), false).is_ok());
+    let blocker = data.path().join("logs").join(".deleted-t");
+    std::fs::create_dir_all(&blocker).unwrap();
+    std::fs::write(blocker.join("in-the-way"), b"x").unwrap();
+    let (code, err) = match ureq::delete(&node.url("/logs/t")).call() {
+        Ok(r) => (r.status(), r.into_json::<serde_json::Value>().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (500, Some("storage")),
+        "{err}"
+    );
+    let (_, logs) = get(&node, "/logs");
+    assert_eq!(logs, serde_json::json!([{"name": "t", "partitions": 1}]));
+    assert_eq!(next_offset(&node), 1);
+    let (status, records) = get(&node, "/logs/t/partitions/0/records?offset=0");
+    assert_eq!(status, 200, "{records}");
+    assert_eq!(records["records"][0]["value"], "kept", "{records}");
+    // Once the obstacle is gone, the delete goes through.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let status = ureq::delete(&node.url("/logs/t")).call().unwrap().status();
+    assert_eq!(status, 204);
+    assert!(!data.path().join("logs").join("t").exists());
+}

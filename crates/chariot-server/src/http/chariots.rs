@@ -163,7 +163,9 @@ async fn find_records(State(chariots): Shared, RawQuery(q): RawQuery) -> ApiResu
         .take(page.limit)
         .collect();
     let records = reading(&chariots, move |c| {
-        lids.into_iter().map(|lid| c.get(lid)).collect::<Result<Vec<_>, _>>()
+        lids.into_iter()
+            .map(|lid| c.get(lid))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await?;
     Ok(Json(json!(records)))
