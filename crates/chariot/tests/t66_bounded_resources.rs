@@ -546,3 +546,34 @@ fn a_delete_that_cannot_take_the_directory_away_leaves_the_log_readable() {
     assert_eq!(status, 204);
     assert!(!data.path().join("logs").join("t").exists());
 }
+
+/// `GET …/records` is streamed in chunks of record data but says what one read did: the
+/// records from `offset` on, in order, until `limit` or 4 MiB of record data, then
+/// `next_offset`.
+#[test]
+fn a_streamed_record_listing_is_whole_and_bounded() {
+    let (_data, node) = node_with_log(&[]);
+    let value = vec![b'v'; 20 << 10];
+    for _ in 0..300 {
+        assert_eq!(call(&node, &publish("t", 0, &value), false), Ok(None));
+    }
+    let (status, body) = get(&node, "/logs/t/partitions/0/records?offset=0&limit=10000");
+    assert_eq!(status, 200);
+    let records = body["records"].as_array().unwrap();
+    // 4 MiB of 20 KiB records: the one that crosses the bound is the last.
+    assert_eq!(records.len(), 205);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["offset"].as_u64(), Some(i as u64));
+        assert_eq!(r["value"].as_str().map(str::len), Some(20 << 10));
+    }
+    assert_eq!(body["next_offset"], 205);
+    let (_, body) = get(&node, "/logs/t/partitions/0/records?offset=290&limit=50");
+    assert_eq!(body["records"].as_array().unwrap().len(), 10);
+    assert_eq!(body["next_offset"], 300);
+    let (_, body) = get(&node, "/logs/t/partitions/0/records?offset=13&limit=20");
+    assert_eq!(body["records"].as_array().unwrap().len(), 20);
+    assert_eq!(body["records"][0]["offset"], 13);
+    assert_eq!(body["next_offset"], 33);
+    let (_, body) = get(&node, "/logs/t/partitions/0/records?offset=300");
+    assert_eq!(body, serde_json::json!({"records": [], "next_offset": 300}));
+}

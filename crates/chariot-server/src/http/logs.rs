@@ -23,9 +23,11 @@ use crate::bounded_json::{self, BoundedError};
 /// Records returned by one `GET …/records` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
 /// A `GET …/records` stops once its records' keys, values and headers reach this (at
-/// least one record is returned): the reply is at most a few times this, whatever
-/// `limit` asked for.
+/// least one record is returned), whatever `limit` asked for.
 const MAX_READ_BYTES: usize = 4 << 20;
+/// Record data read and rendered per chunk of a streamed `GET …/records`: the reply is
+/// sent as it is read, so a request holds one chunk (a few times this), never the whole.
+const READ_CHUNK_BYTES: usize = 256 << 10;
 
 type Shared = State<Arc<Broker>>;
 
@@ -211,7 +213,7 @@ async fn read_records(
     State(broker): Shared,
     path: Result<Path<(String, u32)>, PathRejection>,
     query: Result<Query<ReadQuery>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let Path((name, p)) = path?;
     let Query(q) = query?;
     let force_base64 = match q.encoding.as_deref() {
@@ -237,15 +239,116 @@ async fn read_records(
             .get(p as usize)
             .map_or(0, |i| i.earliest_offset),
     };
-    let records = crate::off_thread(&broker, move |b| {
-        b.read_records_bounded(&name, p, offset, limit, MAX_READ_BYTES)
+    // The first chunk is read before the status line, so a request that fails at once
+    // (an unknown log, an offset out of range, damage where it starts) gets its error.
+    let chunk = read_chunk(&broker, &name, p, offset, limit, MAX_READ_BYTES).await?;
+    let start = ReadCursor {
+        broker,
+        name,
+        partition: p,
+        force_base64,
+        next: offset,
+        records_left: limit,
+        bytes_left: MAX_READ_BYTES,
+        first: Some(chunk),
+        opened: false,
+        any: false,
+        done: false,
+    };
+    let chunks = futures_util::stream::unfold(start, |mut c| async move {
+        if c.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        if !c.opened {
+            out.extend_from_slice(b"{\"records\":[");
+            c.opened = true;
+        }
+        let chunk = match c.first.take() {
+            Some(chunk) => Some(chunk),
+            None if c.records_left > 0 && c.bytes_left > 0 => {
+                let (b, name) = (&c.broker, &c.name);
+                // Damage met after records were sent ends the listing where it starts, as
+                // a read of one piece did: the next request, from `next_offset`, reports it.
+                read_chunk(b, name, c.partition, c.next, c.records_left, c.bytes_left)
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        let mut more = false;
+        if let Some((records, bytes)) = chunk {
+            for r in &records {
+                if c.any {
+                    out.push(b',');
+                }
+                c.any = true;
+                if let Err(e) = serde_json::to_writer(&mut out, &render(r, c.force_base64)) {
+                    c.done = true;
+                    return Some((Err(std::io::Error::other(e)), c));
+                }
+            }
+            let chunk_max = READ_CHUNK_BYTES.min(c.bytes_left);
+            c.next = records.last().map_or(c.next, |r| r.offset + 1);
+            c.records_left = c.records_left.saturating_sub(records.len());
+            c.bytes_left = c.bytes_left.saturating_sub(bytes);
+            // Only a chunk stopped by its byte bound may have more behind it; one that
+            // stopped short of it reached the end of the data (or damage).
+            more =
+                !records.is_empty() && bytes >= chunk_max && c.records_left > 0 && c.bytes_left > 0;
+        }
+        if !more {
+            out.extend_from_slice(format!("],\"next_offset\":{}}}\n", c.next).as_bytes());
+            c.done = true;
+        }
+        Some((Ok(Bytes::from(out)), c))
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// Where a streamed `GET …/records` is.
+struct ReadCursor {
+    broker: Arc<Broker>,
+    name: String,
+    partition: u32,
+    force_base64: bool,
+    next: u64,
+    records_left: usize,
+    bytes_left: usize,
+    /// The chunk read before the reply started.
+    first: Option<(Vec<StoredRecord>, usize)>,
+    /// Whether `{"records":[` is sent.
+    opened: bool,
+    /// Whether a record is sent.
+    any: bool,
+    done: bool,
+}
+
+/// Up to `limit` records from `offset`, at most one chunk's worth of data (and
+/// `bytes_left`), with the bytes of record data they hold; on the blocking pool.
+async fn read_chunk(
+    broker: &Arc<Broker>,
+    name: &str,
+    p: u32,
+    offset: u64,
+    limit: usize,
+    bytes_left: usize,
+) -> Result<(Vec<StoredRecord>, usize), chariot_broker::BrokerError> {
+    let name = name.to_string();
+    let max = READ_CHUNK_BYTES.min(bytes_left);
+    let records = crate::off_thread(broker, move |b| {
+        b.read_records_bounded(&name, p, offset, limit, max)
     })
     .await?;
-    let next = records.last().map_or(offset, |r| r.offset + 1);
-    Ok(Json(json!({
-        "records": records.iter().map(|r| render(r, force_base64)).collect::<Vec<_>>(),
-        "next_offset": next,
-    })))
+    let bytes = records.iter().map(StoredRecord::size).sum();
+    Ok((records, bytes))
 }
 
 async fn fetch(
