@@ -173,52 +173,43 @@ fn commit_record(key: &GroupKey, offset: u64) -> NewRecord {
 
 fn replay(log: &Log) -> Result<HashMap<GroupKey, u64>> {
     let mut map = HashMap::new();
-    let mut at = log.earliest_offset();
-    loop {
-        let r = log.read(at, 1 << 20)?;
-        if r.bytes.is_empty() {
-            break;
-        }
-        // Commits `repair` marked as lost are gone; the groups they moved resume earlier.
-        for batch in r.batches().filter(|b| !b.is_lost()) {
-            for rec in batch.records() {
-                let kind = rec
-                    .headers
-                    .iter()
-                    .find(|(k, _)| *k == b"kind")
-                    .map(|(_, v)| *v);
-                let key = rec.key.unwrap_or_default();
-                match kind {
-                    Some(KIND_COMMIT) => {
-                        let (Some(k), Ok(v)) =
-                            (GroupKey::decode(key), <[u8; 8]>::try_from(rec.value))
-                        else {
-                            return Err(BrokerError::Storage(format!(
-                                "malformed consumer offset record at offset {}",
-                                rec.offset
-                            )));
-                        };
-                        // Concurrent acks of one group may land in either order; an
-                        // offset only ever moves forward, so the largest one wins.
-                        let offset = u64::from_be_bytes(v);
-                        let e = map.entry(k).or_insert(offset);
-                        *e = (*e).max(offset);
-                    }
-                    Some(KIND_DELETE_LOG) => {
-                        let log_name = String::from_utf8_lossy(key);
-                        map.retain(|k: &GroupKey, _| k.log != log_name);
-                    }
-                    _ => {
-                        return Err(BrokerError::Storage(format!(
-                            "unknown consumer offset record at offset {}",
-                            rec.offset
-                        )))
-                    }
-                }
+    // Commits `repair` marked as lost are gone (skipped); the groups they moved resume
+    // earlier.
+    chariot_log::scan::replay(log, |rec| {
+        let kind = rec
+            .headers
+            .iter()
+            .find(|(k, _)| *k == b"kind")
+            .map(|(_, v)| *v);
+        let key = rec.key.unwrap_or_default();
+        match kind {
+            Some(KIND_COMMIT) => {
+                let (Some(k), Ok(v)) = (GroupKey::decode(key), <[u8; 8]>::try_from(rec.value))
+                else {
+                    return Err(BrokerError::Storage(format!(
+                        "malformed consumer offset record at offset {}",
+                        rec.offset
+                    )));
+                };
+                // Concurrent acks of one group may land in either order; an
+                // offset only ever moves forward, so the largest one wins.
+                let offset = u64::from_be_bytes(v);
+                let e = map.entry(k).or_insert(offset);
+                *e = (*e).max(offset);
+            }
+            Some(KIND_DELETE_LOG) => {
+                let log_name = String::from_utf8_lossy(key);
+                map.retain(|k: &GroupKey, _| k.log != log_name);
+            }
+            _ => {
+                return Err(BrokerError::Storage(format!(
+                    "unknown consumer offset record at offset {}",
+                    rec.offset
+                )))
             }
         }
-        at = r.next_offset;
-    }
+        Ok(())
+    })?;
     Ok(map)
 }
 

@@ -27,6 +27,7 @@ pub mod damage;
 pub mod error;
 pub mod log;
 pub mod repair;
+pub mod scan;
 pub mod segment;
 mod tail;
 

@@ -205,57 +205,49 @@ fn push(b: &mut RecordBatchBuilder, r: &NewRecord) {
 
 fn replay(log: &Log) -> Result<State> {
     let mut state = State::default();
-    let mut at = log.earliest_offset();
-    loop {
-        let r = log.read(at, 1 << 20).map_err(|e| {
-            BrokerError::Storage(format!("{SENDERS_LOG} cannot be read at offset {at}: {e}"))
-        })?;
-        if r.bytes.is_empty() {
-            break;
-        }
-        for batch in r.batches().filter(|b| !b.is_lost()) {
-            for rec in batch.records() {
-                let malformed = || {
-                    BrokerError::Storage(format!(
-                        "malformed record at offset {} of {SENDERS_LOG}",
-                        rec.offset
-                    ))
-                };
-                let kind = rec
-                    .headers
-                    .iter()
-                    .find(|(k, _)| *k == b"kind")
-                    .map(|(_, v)| *v);
-                let dc = rec
-                    .key
-                    .and_then(|k| <[u8; 4]>::try_from(k).ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or_else(malformed)?;
-                match kind {
-                    Some(KIND_REMOTE) => {
-                        let addr = std::str::from_utf8(rec.value).map_err(|_| malformed())?;
-                        state.remotes.insert(dc, addr.to_string());
-                    }
-                    Some(KIND_CURSOR) => {
-                        let (t, l) = rec.value.split_at_checked(8).ok_or_else(malformed)?;
-                        let (Ok(t), Ok(l)) = (<[u8; 8]>::try_from(t), <[u8; 8]>::try_from(l))
-                        else {
-                            return Err(malformed());
-                        };
-                        state.cursors.insert(
-                            dc,
-                            Cursor {
-                                next_toid: u64::from_be_bytes(t),
-                                from_lid: u64::from_be_bytes(l),
-                            },
-                        );
-                    }
-                    _ => return Err(malformed()),
-                }
+    chariot_log::scan::replay(log, |rec| {
+        let malformed = || {
+            BrokerError::Storage(format!(
+                "malformed record at offset {} of {SENDERS_LOG}",
+                rec.offset
+            ))
+        };
+        let kind = rec
+            .headers
+            .iter()
+            .find(|(k, _)| *k == b"kind")
+            .map(|(_, v)| *v);
+        let dc = rec
+            .key
+            .and_then(|k| <[u8; 4]>::try_from(k).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(malformed)?;
+        match kind {
+            Some(KIND_REMOTE) => {
+                let addr = std::str::from_utf8(rec.value).map_err(|_| malformed())?;
+                state.remotes.insert(dc, addr.to_string());
             }
+            Some(KIND_CURSOR) => {
+                let (t, l) = rec.value.split_at_checked(8).ok_or_else(malformed)?;
+                let (Ok(t), Ok(l)) = (<[u8; 8]>::try_from(t), <[u8; 8]>::try_from(l)) else {
+                    return Err(malformed());
+                };
+                state.cursors.insert(
+                    dc,
+                    Cursor {
+                        next_toid: u64::from_be_bytes(t),
+                        from_lid: u64::from_be_bytes(l),
+                    },
+                );
+            }
+            _ => return Err(malformed()),
         }
-        at = r.next_offset;
-    }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        e @ BrokerError::Storage(_) => e,
+        e => BrokerError::Storage(format!("{SENDERS_LOG} cannot be read: {e}")),
+    })?;
     Ok(state)
 }
 

@@ -246,52 +246,43 @@ impl Sequencer {
         lock_write(&self.status).resolved = appended_from_queue.clone();
         let mut rejected = Vec::new();
         let mut recovered = BTreeMap::new();
-        let mut at = queue_log.earliest_offset();
-        loop {
-            let r = queue_log.read(at, 1 << 20)?;
-            if r.bytes.is_empty() {
-                break;
-            }
-            // Entries `repair` marked as lost are gone: a lost enqueue forgets a waiting
-            // record, a lost rejection lets it wait (and expire) again.
-            for b in r.batches().filter(|b| !b.is_lost()) {
-                for rec in b.records() {
-                    let entry: QueueEntry = serde_json::from_slice(rec.value).map_err(|e| {
-                        BrokerError::Storage(format!("dependency queue entry {}: {e}", rec.offset))
-                    })?;
-                    match entry {
-                        QueueEntry::Enqueue {
-                            record,
-                            accepted_at_ms,
-                        } => {
-                            if let Some(id) = &record.id {
-                                let outcome = match appended_from_queue.get(&rec.offset) {
-                                    Some(lid) => Outcome::Appended { lid: *lid },
-                                    None => Outcome::Waiting { id: rec.offset },
-                                };
-                                self.ids.insert(id.clone(), outcome);
-                            }
-                            if !appended_from_queue.contains_key(&rec.offset) {
-                                recovered.insert(
-                                    rec.offset,
-                                    Waiting {
-                                        record,
-                                        accepted_at_ms,
-                                        watchers: Vec::new(),
-                                    },
-                                );
-                            }
-                        }
-                        QueueEntry::Reject { id, reason } => {
-                            if let Some(w) = recovered.remove(&id) {
-                                rejected.push((id, w, reason));
-                            }
-                        }
+        // Entries `repair` marked as lost are gone (skipped): a lost enqueue forgets a
+        // waiting record, a lost rejection lets it wait (and expire) again.
+        chariot_log::scan::replay(queue_log, |rec| {
+            let entry: QueueEntry = serde_json::from_slice(rec.value).map_err(|e| {
+                BrokerError::Storage(format!("dependency queue entry {}: {e}", rec.offset))
+            })?;
+            match entry {
+                QueueEntry::Enqueue {
+                    record,
+                    accepted_at_ms,
+                } => {
+                    if let Some(id) = &record.id {
+                        let outcome = match appended_from_queue.get(&rec.offset) {
+                            Some(lid) => Outcome::Appended { lid: *lid },
+                            None => Outcome::Waiting { id: rec.offset },
+                        };
+                        self.ids.insert(id.clone(), outcome);
+                    }
+                    if !appended_from_queue.contains_key(&rec.offset) {
+                        recovered.insert(
+                            rec.offset,
+                            Waiting {
+                                record,
+                                accepted_at_ms,
+                                watchers: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                QueueEntry::Reject { id, reason } => {
+                    if let Some(w) = recovered.remove(&id) {
+                        rejected.push((id, w, reason));
                     }
                 }
             }
-            at = r.next_offset;
-        }
+            Ok::<_, BrokerError>(())
+        })?;
         for (id, w, reason) in rejected {
             self.remember_rejected(id, w, reason);
         }
