@@ -220,10 +220,7 @@ fn compact(fresh: &Log, offsets: &HashMap<GroupKey, u64>) -> Result<()> {
     for chunk in entries.chunks(1000) {
         let mut b = RecordBatchBuilder::new();
         for (k, v) in chunk {
-            let r = commit_record(k, **v);
-            let headers: Vec<(&[u8], &[u8])> =
-                r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-            b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
+            commit_record(k, **v).push_to(&mut b);
         }
         fresh.append(&mut b.build())?;
     }

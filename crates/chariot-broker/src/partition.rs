@@ -52,6 +52,13 @@ impl NewRecord {
         }
     }
 
+    /// Adds this record to a batch being built.
+    pub(crate) fn push_to(&self, b: &mut RecordBatchBuilder) {
+        let headers: Vec<(&[u8], &[u8])> =
+            self.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        b.push_parts(self.timestamp, self.key.as_deref(), &self.value, &headers);
+    }
+
     pub(crate) fn encoded_len(&self) -> usize {
         18 + self.key.as_ref().map_or(0, Bytes::len)
             + self.value.len()
@@ -94,9 +101,7 @@ impl Entry {
             Entry::Records(records) => {
                 let mut b = RecordBatchBuilder::new();
                 for r in &records {
-                    let headers: Vec<(&[u8], &[u8])> =
-                        r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-                    b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
+                    r.push_to(&mut b);
                 }
                 b.build()
             }

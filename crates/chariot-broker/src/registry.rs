@@ -434,15 +434,30 @@ fn partition_paths(dir: &Path, p: u32) -> (PathBuf, PathBuf, PathBuf) {
 /// of a replacement: before the first rename the old contents stand, after it the new.
 fn recover_replacement(dir: &Path, p: u32) -> Result<()> {
     let (live, fresh, old) = partition_paths(dir, p);
+    recover_swap(&live, &fresh, &old)
+}
+
+/// The recovery of a swap done as `live` → `old`, then `fresh` → `live`: if the process
+/// died between the two renames `live` is missing and `old` is whole, so it comes back;
+/// whatever is left of `fresh` or `old` afterwards is removed. `fresh` is never promoted:
+/// nothing says it was complete.
+fn recover_swap(live: &Path, fresh: &Path, old: &Path) -> Result<()> {
     if !live.exists() && old.exists() {
-        // Crashed between the two renames: the replacement may be incomplete-looking to
-        // no one, but the old contents are whole, so they come back.
-        std::fs::rename(&old, &live).map_err(|e| io_err("restore replaced partition", e))?;
+        std::fs::rename(old, live).map_err(|e| {
+            io_err(
+                format!("restore {} as {}", old.display(), live.display()),
+                e,
+            )
+        })?;
     }
     for leftover in [fresh, old] {
         if leftover.exists() {
-            std::fs::remove_dir_all(&leftover)
-                .map_err(|e| io_err("remove interrupted replacement", e))?;
+            std::fs::remove_dir_all(leftover).map_err(|e| {
+                io_err(
+                    format!("remove interrupted replacement {}", leftover.display()),
+                    e,
+                )
+            })?;
         }
     }
     Ok(())
@@ -525,19 +540,11 @@ fn migrate_legacy(data_dir: &Path) -> Result<()> {
     for name in LEGACY_DIRS {
         let old = data_dir.join(name);
         // A compaction of earlier versions swapped `<name>` with `<name>.old`.
-        let (half_old, half_new) = (
-            data_dir.join(format!("{name}.old")),
-            data_dir.join(format!("{name}.compacting")),
-        );
-        if !old.exists() && half_old.exists() {
-            std::fs::rename(&half_old, &old).map_err(|e| io_err("restore consumer offsets", e))?;
-        }
-        for leftover in [half_old, half_new] {
-            if leftover.exists() {
-                std::fs::remove_dir_all(&leftover)
-                    .map_err(|e| io_err("remove interrupted compaction", e))?;
-            }
-        }
+        recover_swap(
+            &old,
+            &data_dir.join(format!("{name}.compacting")),
+            &data_dir.join(format!("{name}.old")),
+        )?;
         if !old.exists() {
             continue;
         }

@@ -420,12 +420,7 @@ fn damaged_remotes_and_cursors_are_errors_naming_the_file() {
     let good = json!({"1": silent.local_addr().unwrap().to_string()}).to_string();
 
     std::fs::write(&remotes, b"{\"1\": ").unwrap();
-    let out = serve_command(dir.path(), &["--dc-id", "0"])
-        .env("CHARIOT_LOCK_WAIT_MS", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start(dir.path(), &["--dc-id", "0"]);
     assert!(
         err.contains("remotes.json") && err.contains("damaged"),
         "{err}"
@@ -479,15 +474,20 @@ fn a_damaged_senders_log_is_an_error_naming_file_and_position() {
     // A byte of the first batch's last record (its address).
     bytes[12 + first_len - 2] ^= 0x04;
     std::fs::write(&segment, &bytes).unwrap();
-    let out = serve_command(dir.path(), &["--dc-id", "0"])
-        .env("CHARIOT_LOCK_WAIT_MS", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start(dir.path(), &["--dc-id", "0"]);
     let file = segment.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         err.contains("__chariots_senders") && err.contains(&file),
         "{err}"
     );
+}
+
+/// Runs `chariot serve` on `dir`, which must refuse to start; returns its stderr.
+fn failed_start(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = serve_command(dir, args)
+        .env("CHARIOT_LOCK_WAIT_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the node started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -76,7 +76,7 @@ impl SenderState {
         if let Some(remotes) = &legacy {
             let mut b = RecordBatchBuilder::new();
             for (dc, addr) in remotes {
-                push(&mut b, &remote_record(*dc, addr));
+                remote_record(*dc, addr).push_to(&mut b);
             }
             if !remotes.is_empty() {
                 entry.partition(0)?.log.append(&mut b.build())?;
@@ -89,7 +89,7 @@ impl SenderState {
             entry = registry.replace_partition(SENDERS_LOG, 0, |fresh| {
                 let mut b = RecordBatchBuilder::new();
                 for r in records_of(&state) {
-                    push(&mut b, &r);
+                    r.push_to(&mut b);
                 }
                 if !b.is_empty() {
                     fresh.append(&mut b.build())?;
@@ -196,11 +196,6 @@ fn records_of(state: &State) -> Vec<NewRecord> {
     let remotes = state.remotes.iter().map(|(dc, a)| remote_record(*dc, a));
     let cursors = state.cursors.iter().map(|(dc, c)| cursor_record(*dc, *c));
     remotes.chain(cursors).collect()
-}
-
-fn push(b: &mut RecordBatchBuilder, r: &NewRecord) {
-    let headers: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-    b.push_parts(r.timestamp, r.key.as_deref(), &r.value, &headers);
 }
 
 fn replay(log: &Log) -> Result<State> {
@@ -323,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), chariot_log::LogConfig::default()).unwrap();
         let mut b = RecordBatchBuilder::new();
-        push(&mut b, &record(KIND_CURSOR, 1, vec![1, 2, 3]));
+        record(KIND_CURSOR, 1, vec![1, 2, 3]).push_to(&mut b);
         log.append(&mut b.build()).unwrap();
         let err = replay(&log).unwrap_err().to_string();
         assert!(
