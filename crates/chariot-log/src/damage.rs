@@ -7,7 +7,7 @@
 //! may well have been acknowledged. Cutting there would drop acknowledged records and hand
 //! their offsets to new ones. So such a log opens **damaged**: it serves the intact prefix,
 //! refuses writes, changes no byte, and reports a [`Damage`]; an operator then decides
-//! with [`crate::repair`] (which keeps every intact batch and every offset).
+//! with [`crate::repair()`] (which keeps every intact batch and every offset).
 
 use std::path::PathBuf;
 

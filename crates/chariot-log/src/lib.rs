@@ -12,9 +12,12 @@
 //! Layout:
 //! - [`batch`]: the on-disk and on-wire [`RecordBatch`] layout, its builder and validation.
 //! - [`segment`]: one [`Segment`] (data file + offset index) and its recovery scan.
-//! - [`log`]: the [`Log`]: segments, the single writer, group commit, readers, retention.
+//! - [`log`]: the [`Log`]: its types and public API (`log/mod.rs`); `recovery` (open:
+//!   torn tails, damage, the directory lock), `append` (the write path, rolling segments,
+//!   [`Pending`]), `commit` (group commit), `read`, `truncate` (crash-safe `truncate_to`),
+//!   `retention`, `background` (the tail worker and interval sync).
 //! - [`damage`]: damage with intact batches after it, which opens a log read-only
-//!   ([`Damage`]), and [`repair`], the operator's offline mending of it.
+//!   ([`Damage`]), and [`repair()`], the operator's offline mending of it.
 //! - [`config`]: [`LogConfig`] and the durability [`SyncPolicy`].
 //! - [`error`]: [`LogError`] and [`BatchError`].
 //!
