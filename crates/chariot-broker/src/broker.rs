@@ -13,6 +13,7 @@ use crate::groups::{GroupKey, OffsetStore};
 use crate::names;
 use crate::partition::{Appended, Entry, NewRecord};
 use crate::registry::{Kind, LogEntry, Registry};
+use crate::scrub::{ScrubConfig, Scrubber};
 
 /// Largest partition count a log may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -26,6 +27,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Largest single record value accepted by a publish.
     pub max_record_bytes: usize,
+    /// The background check of sealed segments.
+    pub scrub: ScrubConfig,
 }
 
 impl BrokerConfig {
@@ -35,6 +38,7 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             log: LogConfig::default(),
             max_record_bytes: 1 << 20,
+            scrub: ScrubConfig::default(),
         }
     }
 }
@@ -63,10 +67,16 @@ pub struct PartitionInfo {
     pub segments: usize,
     /// Consumer groups and their committed offsets.
     pub groups: Vec<GroupOffset>,
-    /// Damage found in its files when it was opened (file, byte position, reason): the
-    /// records before it are readable, publishes are refused until `chariot repair`.
+    /// Damage found in its active segment when it was opened (file, byte position,
+    /// reason): the records before it are readable, publishes are refused until
+    /// `chariot repair`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damage: Option<String>,
+    /// Damaged batches of its sealed segments (found at open or by the scrub): reads
+    /// of them fail naming file and position, the records around them are served,
+    /// publishes go on; `chariot repair` mends them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed_damage: Vec<String>,
 }
 
 /// A damaged partition, as `/health` lists it.
@@ -78,6 +88,9 @@ pub struct DamagedPartition {
     pub partition: u32,
     /// File, byte position and reason.
     pub damage: String,
+    /// Whether publishes to the partition are refused (damage in its active segment;
+    /// damage in a sealed segment leaves it writable).
+    pub read_only: bool,
 }
 
 /// A consumer group's committed offset.
@@ -143,11 +156,13 @@ pub struct RangeRead {
 ///
 /// Invariants: a log listed here has all its partitions open; its catalogue entry is
 /// durable before it becomes visible, so a crash never leaves a half-created log that
-/// restarts as something else (the [`Registry`] sees to it); a publish is answered only
+/// restarts as something else (the `Registry` sees to it); a publish is answered only
 /// once its records are durable (under the default sync policy).
 pub struct Broker {
     config: BrokerConfig,
-    registry: Registry,
+    registry: Arc<Registry>,
+    /// Stopped first at shutdown (it holds partitions while it checks them).
+    scrubber: Option<Scrubber>,
     /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
     offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
 }
@@ -164,8 +179,9 @@ impl Broker {
     /// Opens (creating if needed) the data directory, recovering every log. Blocking.
     pub fn open(config: BrokerConfig) -> Result<Self> {
         config.log.validate().map_err(BrokerError::Log)?;
-        let registry = Registry::open(&config.data_dir, &config.log)?;
+        let registry = Arc::new(Registry::open(&config.data_dir, &config.log)?);
         let offsets = OffsetStore::open(&registry)?;
+        let scrubber = Scrubber::start(Arc::clone(&registry), config.scrub)?;
         tracing::info!(
             logs = registry.all().len(),
             dir = %config.data_dir.display(),
@@ -174,6 +190,7 @@ impl Broker {
         Ok(Self {
             config,
             registry,
+            scrubber,
             offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
         })
     }
@@ -296,6 +313,12 @@ impl Broker {
                 segments: p.log.segments().len(),
                 groups,
                 damage: p.log.damage().map(ToString::to_string),
+                sealed_damage: p
+                    .log
+                    .sealed_damage()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             });
         }
         Ok(LogDescription {
@@ -305,22 +328,29 @@ impl Broker {
         })
     }
 
-    /// Every partition whose files were found damaged when it was opened, system logs
-    /// (`__consumer_offsets`, …) included.
+    /// Every damaged place known in the partitions' files (found when they were
+    /// opened or by the scrub), one entry per place, system logs (`__consumer_offsets`,
+    /// …) included.
     pub fn damaged_partitions(&self) -> Vec<DamagedPartition> {
-        self.registry
-            .all()
-            .iter()
-            .flat_map(|e| {
-                e.partitions.iter().enumerate().filter_map(|(i, p)| {
-                    Some(DamagedPartition {
-                        log: e.meta.name.clone(),
-                        partition: i as u32,
-                        damage: p.log.damage()?.to_string(),
-                    })
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for e in self.registry.all() {
+            for (i, p) in e.partitions.iter().enumerate() {
+                let place = |damage: String, read_only: bool| DamagedPartition {
+                    log: e.meta.name.clone(),
+                    partition: i as u32,
+                    damage,
+                    read_only,
+                };
+                out.extend(p.log.damage().map(|d| place(d.to_string(), true)));
+                out.extend(
+                    p.log
+                        .sealed_damage()
+                        .iter()
+                        .map(|d| place(d.to_string(), false)),
+                );
+            }
+        }
+        out
     }
 
     /// Number of partitions of a log.
@@ -529,6 +559,9 @@ impl Broker {
     /// Stops every partition's writes (what they accepted is appended), then flushes and closes
     /// every log. Later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {
+        if let Some(s) = &self.scrubber {
+            s.stop();
+        }
         let logs = self.registry.take_all();
         for entry in logs.values() {
             for p in &entry.partitions {

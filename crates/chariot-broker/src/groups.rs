@@ -4,7 +4,7 @@
 //! design): an ack appends `(log, partition, group) → offset` and returns once that record
 //! is fsynced, so concurrent acks share one group commit. On start the log is replayed
 //! into memory; when it has grown past a threshold it is compacted: the registry replaces
-//! its contents with the current values (crash-safe, see [`crate::registry`]).
+//! its contents with the current values (crash-safe, see `registry`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

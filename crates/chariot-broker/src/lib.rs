@@ -13,6 +13,8 @@
 //! - [`partition`]: a partition's write path ([`partition::PartitionLog`]): each publish
 //!   one batch submitted to the storage engine's group commit, no thread per partition.
 //! - [`groups`]: consumer-group offsets, stored as records of an internal log.
+//! - [`scrub`]: the node's one scrub thread, CRC-checking sealed segments at a bounded
+//!   rate.
 //! - [`names`]: log-name rules and safe directory names.
 //! - [`error`]: [`BrokerError`], whose texts are Rog's where Rog's clients see them.
 //!
@@ -27,6 +29,7 @@ pub mod groups;
 pub mod names;
 pub mod partition;
 mod registry;
+pub mod scrub;
 
 pub use broker::{
     Broker, BrokerConfig, DamagedPartition, GroupOffset, LogDescription, LogSummary, PartitionInfo,
@@ -34,3 +37,4 @@ pub use broker::{
 };
 pub use error::{BrokerError, Result};
 pub use partition::{now_ms, Appended, NewRecord};
+pub use scrub::ScrubConfig;

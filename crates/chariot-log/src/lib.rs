@@ -15,7 +15,8 @@
 //! - [`log`]: the [`Log`]: its types and public API (`log/mod.rs`); `recovery` (open:
 //!   torn tails, damage, the directory lock), `append` (the write path, rolling segments,
 //!   [`Pending`]), `commit` (group commit), `read`, `truncate` (crash-safe `truncate_to`),
-//!   `retention`, `background` (the tail worker and interval sync).
+//!   `retention`, `scrub` (CRC-checking sealed segments at a set pace), `background`
+//!   (the tail worker and interval sync).
 //! - [`damage`]: damage with intact batches after it, which opens a log read-only
 //!   ([`Damage`]), and [`repair()`], the operator's offline mending of it.
 //! - [`config`]: [`LogConfig`] and the durability [`SyncPolicy`].
@@ -38,6 +39,6 @@ pub use batch::{BatchHeader, Header, Record, RecordBatch, RecordBatchBuilder, Re
 pub use config::{LogConfig, SyncPolicy};
 pub use damage::Damage;
 pub use error::{BatchError, LogError, Result};
-pub use log::{AppendInfo, FileSlice, Log, Pending, ReadBatches, SegmentInfo};
+pub use log::{AppendInfo, FileSlice, Log, Pending, ReadBatches, ScrubReport, SegmentInfo};
 pub use repair::{repair, Action, Fix, RepairReport};
 pub use segment::{Segment, TruncatedTail};

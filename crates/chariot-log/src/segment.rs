@@ -110,6 +110,10 @@ pub struct Segment {
     sync_lock: Mutex<()>,
     /// Set once a sync through `file` failed: every later one fails too.
     sync_failed: AtomicBool,
+    /// Damaged batches of this (sealed) segment, found when it was opened or by a
+    /// scrub ([`crate::scrub`]), by position; `has_damage` spares reads the lock.
+    damage: RwLock<Vec<Damage>>,
+    has_damage: AtomicBool,
 }
 
 impl Segment {
@@ -133,6 +137,8 @@ impl Segment {
             max_timestamp: AtomicI64::new(i64::MIN),
             sync_lock: Mutex::new(()),
             sync_failed: AtomicBool::new(false),
+            damage: RwLock::new(Vec::new()),
+            has_damage: AtomicBool::new(false),
         })
     }
 
@@ -175,8 +181,20 @@ impl Segment {
     /// with an intact batch after it is not a torn write ([`crate::damage`]): nothing is
     /// cut, the segment ends at the damage, and the damage is returned. For a sealed
     /// segment, which was fsynced before the next one was created, any damage found by
-    /// the scan is an error naming file and position.
-    pub(crate) fn open(dir: &Path, base_offset: u64, active: bool) -> Result<(Self, Recovered)> {
+    /// the scan (possible only when its index is missing or does not agree: a loaded
+    /// index is trusted for positions, and the batches' checksums are left to reads and
+    /// the scrub) is recorded as damage, and the scan resumes at the next intact batch
+    /// (or, with none left, the damage runs to the end of the file and `next_base`, the
+    /// next segment's base offset, says which offsets it held). The damaged span stays
+    /// in the index as one entry, so reads reach it and fail naming file and position;
+    /// open fails only where no offsets can be assigned to the damage. Memory: the rest
+    /// of the file after each damaged place (at most one segment).
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: u64,
+        next_base: Option<u64>,
+    ) -> Result<(Self, Recovered)> {
+        let active = next_base.is_none();
         let (data_path, index_path) = paths(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -198,6 +216,8 @@ impl Segment {
             max_timestamp: AtomicI64::new(i64::MIN),
             sync_lock: Mutex::new(()),
             sync_failed: AtomicBool::new(false),
+            damage: RwLock::new(Vec::new()),
+            has_damage: AtomicBool::new(false),
         };
         let mut recovered = Recovered::Clean;
         let loaded = if active {
@@ -208,16 +228,26 @@ impl Segment {
         let (entries, next_offset, max_ts, valid_len) = match loaded {
             Some(l) => l,
             None => {
-                let scan = seg.scan(file_len)?;
-                if let Some((position, reason)) = scan.stopped {
-                    if !active {
-                        return Err(LogError::Corrupt {
-                            path: seg.data_path.clone(),
-                            position,
-                            offset: scan.next_offset,
-                            reason,
+                let mut scan = seg.scan(file_len)?;
+                if let Some(next_base) = next_base {
+                    while let Some((position, reason)) = scan.stopped.take() {
+                        let d =
+                            seg.damage_in_sealed(&scan, position, reason, file_len, next_base)?;
+                        tracing::error!(damage = %d, "sealed segment is damaged: reads stop at it, \
+                                        the rest is served; see `chariot repair`");
+                        scan.entries.push(IndexEntry {
+                            relative_offset: (d.offset - base_offset) as u32,
+                            position: d.position as u32,
+                            len: (d.resumes_at - d.position) as u32,
+                            records: (d.resumes_offset - d.offset) as u32,
                         });
+                        scan.next_offset = d.resumes_offset;
+                        scan.valid_len = d.resumes_at;
+                        seg.record_damage(d);
+                        seg.scan_from(&mut scan, file_len)?;
                     }
+                }
+                if let Some((position, reason)) = scan.stopped {
                     // Zeros after the last batch are preallocated space, not damage.
                     if let Some(end) = seg.last_nonzero_end(position, file_len)? {
                         // Up to the end of the file: a valid batch may end in zeros.
@@ -321,8 +351,13 @@ impl Segment {
             max_timestamp: i64::MIN,
             stopped: None,
         };
-        // Read in large chunks: recovery of a 64 MiB segment must not cost 64 Ki syscalls.
-        let mut pos = 0u64;
+        self.scan_from(&mut scan, file_len)?;
+        Ok(scan)
+    }
+
+    /// Continues `scan` from its `valid_len` and `next_offset`.
+    fn scan_from(&self, scan: &mut Scan, file_len: u64) -> Result<()> {
+        let mut pos = scan.valid_len;
         let mut buf: Vec<u8> = Vec::new();
         while pos < file_len {
             let Some(h) = self.read_header_at(pos, file_len)? else {
@@ -366,7 +401,86 @@ impl Segment {
             pos = end;
             scan.valid_len = pos;
         }
-        Ok(scan)
+        Ok(())
+    }
+
+    /// The damage where the scan of a sealed segment stopped: from `position` to the
+    /// next intact batch that continues the log, or to the end of the file if the next
+    /// segment's base offset (`next_base`) fits the bytes left. An error where neither
+    /// holds (the offsets the damaged bytes held are unknown).
+    fn damage_in_sealed(
+        &self,
+        scan: &Scan,
+        position: u64,
+        reason: String,
+        file_len: u64,
+        next_base: u64,
+    ) -> Result<Damage> {
+        let expected = scan.next_offset;
+        let rest = self.read_at(position, (file_len - position) as usize)?;
+        let (gap, resumes) = match damage::find_resume(&rest, expected) {
+            Some((at, h)) => (at as u64, h.base_offset),
+            None if damage::lost_fit(next_base.saturating_sub(expected), rest.len() as u64) => {
+                (rest.len() as u64, next_base)
+            }
+            None => {
+                return Err(LogError::Corrupt {
+                    path: self.data_path.clone(),
+                    position,
+                    offset: expected,
+                    reason: format!(
+                        "{reason}; no intact batch follows, and the next segment's base \
+                         offset {next_base} does not fit the damaged bytes"
+                    ),
+                })
+            }
+        };
+        Ok(Damage {
+            path: self.data_path.clone(),
+            position,
+            offset: expected,
+            reason,
+            resumes_at: position + gap,
+            resumes_offset: resumes,
+        })
+    }
+
+    /// Records damage found in this segment (once per position); whether it is new.
+    pub(crate) fn record_damage(&self, d: Damage) -> bool {
+        let mut known = self.damage.write().unwrap_or_else(PoisonError::into_inner);
+        if known.iter().any(|k| k.position == d.position) {
+            return false;
+        }
+        let at = known.partition_point(|k| k.position < d.position);
+        known.insert(at, d);
+        self.has_damage.store(true, Ordering::Release);
+        true
+    }
+
+    /// The damage known in this segment, by position.
+    pub fn known_damage(&self) -> Vec<Damage> {
+        if !self.has_damage.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.damage
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The known damage starting at byte `position`, if any.
+    pub(crate) fn damage_at(&self, position: u64) -> Option<Damage> {
+        if !self.has_damage.load(Ordering::Acquire) {
+            return None;
+        }
+        let known = self.damage.read().unwrap_or_else(PoisonError::into_inner);
+        known.iter().find(|d| d.position == position).cloned()
+    }
+
+    /// Up to `n` index entries from the `from`-th.
+    pub(crate) fn entries(&self, from: usize, n: usize) -> Vec<IndexEntry> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.iter().skip(from).take(n).copied().collect()
     }
 
     /// End of the last non-zero byte in `[from, file_len)`, or `None` if all are zero.
@@ -629,6 +743,10 @@ impl Segment {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         index.retain(|e| u64::from(e.position) < position);
         drop(index);
+        self.damage
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|d| d.position < position);
         self.size.store(position, Ordering::Release);
         self.next_offset.store(offset, Ordering::Release);
         // The on-disk index of this segment is now stale; it is rewritten on seal and

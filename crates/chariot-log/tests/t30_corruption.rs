@@ -202,9 +202,25 @@ fn a_flipped_byte_in_a_sealed_segment_is_reported_by_file_and_position() {
     assert_eq!(log.read(8, 1 << 20).unwrap().first_offset, 8);
     drop(log);
 
-    // Without an index the sealed segment is scanned on open, and open fails naming it.
+    // Without an index the sealed segment is scanned on open: the damage is found and
+    // reported by file and position, and reads around it work as with the index.
     std::fs::remove_file(path.with_extension("index")).unwrap();
-    match Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)) {
+    let log = Log::open(work.path(), small(CFG_ENTRIES, SyncPolicy::GroupCommit)).unwrap();
+    let found = log.sealed_damage();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (&found[0].path, found[0].position, found[0].offset),
+        (&path, starts[2], 6)
+    );
+    assert_eq!(
+        (found[0].resumes_at, found[0].resumes_offset),
+        (starts[3], 7)
+    );
+    assert!(
+        log.damage().is_none(),
+        "a sealed segment's damage leaves the log writable"
+    );
+    match log.read(6, 1 << 20) {
         Err(LogError::Corrupt {
             path: p, position, ..
         }) => {
@@ -213,6 +229,9 @@ fn a_flipped_byte_in_a_sealed_segment_is_reported_by_file_and_position() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    assert_eq!(log.read(4, 1 << 20).unwrap().next_offset, 6);
+    assert_eq!(log.read(7, 1 << 20).unwrap().first_offset, 7);
+    drop(log);
     // Nothing was deleted or truncated.
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),

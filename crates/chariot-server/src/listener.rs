@@ -6,7 +6,7 @@
 //! logged at most once per second), so a client learns immediately instead of waiting in
 //! the kernel's backlog, and a flood on one port never takes the descriptors or the
 //! memory another port needs. What a connection does is the caller's: the native
-//! protocol and the record port run [`crate::framed`] over the stream, HTTP runs hyper.
+//! protocol and the record port run `framed` over the stream, HTTP runs hyper.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The native TCP protocol: Rog's commands byte for byte, plus Chariot's extensions.
 //!
-//! A [`Protocol`] for [`crate::framed`]: the codec is `chariot-proto`'s, the dispatch
+//! A `Protocol` for `framed`: the codec is `chariot-proto`'s, the dispatch
 //! calls the broker. A connection may carry one request (Rog's clients) or many,
 //! pipelined. A frame the decoder rejects gets an error response in its command's error
 //! form, and the connection is closed.

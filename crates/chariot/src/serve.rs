@@ -107,6 +107,15 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "CHARIOT_LOCK_WAIT_MS")]
     pub lock_wait_ms: Option<u64>,
+    /// Rate of the background check of sealed segments (every batch's CRC, a pass at
+    /// start-up and then every --scrub-interval-secs), in bytes per second; 0 turns it
+    /// off [default: 33554432].
+    #[arg(long, env = "CHARIOT_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
+    /// Seconds between the end of one scrub pass and the start of the next
+    /// [default: 86400].
+    #[arg(long, env = "CHARIOT_SCRUB_INTERVAL_SECS")]
+    pub scrub_interval_secs: Option<u64>,
     /// The client options, which clap would otherwise list (they are global) and serve
     /// would ignore: declared here, hidden, under the same ids, they stay out of
     /// `serve --help`, and [`reject_client_options`] refuses them by name.
@@ -176,6 +185,8 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     frame_timeout_secs: Option<u64>,
     max_inflight_bytes: Option<usize>,
+    scrub_bytes_per_sec: Option<u64>,
+    scrub_interval_secs: Option<u64>,
 }
 
 fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
@@ -236,6 +247,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     broker.log = log;
     if let Some(m) = args.max_record_bytes.or(file.max_record_bytes) {
         broker.max_record_bytes = m;
+    }
+    if let Some(r) = args.scrub_bytes_per_sec.or(file.scrub_bytes_per_sec) {
+        broker.scrub.bytes_per_sec = r;
+    }
+    if let Some(s) = args.scrub_interval_secs.or(file.scrub_interval_secs) {
+        broker.scrub.interval = Duration::from_secs(s.max(1));
     }
     let mut config = ServerConfig::new(broker);
     if let Some(a) = args.tcp_addr.or(file.tcp_addr) {

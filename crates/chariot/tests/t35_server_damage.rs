@@ -255,3 +255,63 @@ fn damage_in_a_sealed_segment_is_read_around_and_repaired() {
         assert_eq!(r["value"], value(i));
     }
 }
+
+#[test]
+fn the_scrub_reports_damage_in_a_sealed_segment_before_any_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--segment-bytes", "1048576"];
+    let node = Node::start(dir.path(), &flags);
+    assert_eq!(
+        post(&node, "/logs", json!({"name": "cold", "partitions": 1})).0,
+        201
+    );
+    let value = |i: usize| format!("{i}-{}", "c".repeat(200_000));
+    for i in 0..8 {
+        let records = json!([{"value": value(i)}]);
+        assert_eq!(
+            post(&node, "/logs/cold/partitions/0/records", records).0,
+            200
+        );
+    }
+    assert_eq!(get(&node, "/health").1, json!({"status": "ok"}));
+    assert_eq!(node.terminate(), Some(0));
+    let sealed = partition_dir(dir.path(), "cold", 0).join("00000000000000000000.log");
+    let starts = batch_starts(&sealed);
+    flip(&sealed, starts[2] + 5000); // offset 2; its index is intact
+
+    // Opening trusts the index, so only the scrub can find it; no read is made.
+    let node = Node::start(dir.path(), &flags);
+    let mut health = Value::Null;
+    wait_until(|| {
+        health = get(&node, "/health").1;
+        health["status"] == "degraded"
+    });
+    let places = health["damaged"].as_array().unwrap();
+    assert_eq!(places.len(), 1, "{health}");
+    assert_eq!(
+        (
+            &places[0]["log"],
+            &places[0]["partition"],
+            &places[0]["read_only"]
+        ),
+        (&json!("cold"), &json!(0), &json!(false))
+    );
+    let damage = places[0]["damage"].as_str().unwrap();
+    assert!(
+        damage.contains(&sealed.display().to_string())
+            && damage.contains(&format!("byte {}", starts[2])),
+        "{damage}"
+    );
+    let (_, description) = get(&node, "/logs/cold");
+    let partition = &description["partitions"][0];
+    assert_eq!(partition["sealed_damage"], json!([damage]), "{description}");
+    assert!(partition.get("damage").is_none(), "{description}");
+    // Publishes go on (they never touch a sealed segment); reads work around it.
+    let records = json!([{"value": "after"}]);
+    let (code, body) = post(&node, "/logs/cold/partitions/0/records", records);
+    assert_eq!((code, &body["base_offset"]), (200, &json!(8)), "{body}");
+    let (code, body) = values(&node, "cold", 0, 2);
+    assert_eq!((code, body["code"].as_str()), (503, Some("data_damaged")));
+    let (code, body) = values(&node, "cold", 0, 3);
+    assert_eq!((code, body["records"].as_array().unwrap().len()), (200, 6));
+}

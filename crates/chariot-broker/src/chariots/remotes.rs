@@ -1,6 +1,6 @@
 //! The senders' durable state: the remote datacenters and, per remote, its cursor (the
 //! next TOId to send and where to resume reading the shared log), kept as records of the
-//! system log `__chariots_senders` (see [`crate::registry`]).
+//! system log `__chariots_senders` (see `registry`).
 //!
 //! A record's `kind` header says what it sets, its key the datacenter (4 bytes, big
 //! endian), its value the remote's address (UTF-8) or the cursor (two big-endian `u64`s);

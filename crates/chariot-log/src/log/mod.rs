@@ -6,6 +6,7 @@ mod commit;
 mod read;
 mod recovery;
 mod retention;
+mod scrub;
 mod truncate;
 
 use std::fs::File;
@@ -24,6 +25,7 @@ use crate::tail::TailWorker;
 pub use append::Pending;
 pub use read::{FileSlice, ReadBatches};
 pub(crate) use recovery::lock_dir;
+pub use scrub::ScrubReport;
 
 use append::EnqueueMode;
 use commit::{wake_word, Slot, SlotError, WakeWords, GATHER_BYTES};

@@ -68,6 +68,23 @@ impl ReadBatches {
     }
 }
 
+/// Checks the batch at the start of `rest` (an indexed range): its header, that it is
+/// the batch at `expected`, that it lies within `rest`, and its CRC.
+pub(super) fn check_batch(rest: &[u8], expected: u64) -> std::result::Result<BatchHeader, String> {
+    let h = BatchHeader::parse(rest).map_err(|e| e.to_string())?;
+    if h.base_offset != expected {
+        return Err(format!(
+            "batch base offset {} where {expected} was expected",
+            h.base_offset
+        ));
+    }
+    let one = rest
+        .get(..h.total_len() as usize)
+        .ok_or("batch length runs past the indexed range")?;
+    batch::validate_crc(&h, one).map_err(|e| e.to_string())?;
+    Ok(h)
+}
+
 impl Log {
     /// Reads whole batches starting with the one containing `from`, up to `max_bytes`
     /// (always at least one batch), from a single segment; verifies their checksums.
@@ -83,6 +100,16 @@ impl Log {
                 log_next: next,
             });
         };
+        // Damage already found (at open or by the scrub) is not read again: the span
+        // recorded for it may be as large as the rest of its segment.
+        if let Some(d) = slice.segment.damage_at(slice.position) {
+            return Err(LogError::Corrupt {
+                path: d.path,
+                position: d.position,
+                offset: d.offset,
+                reason: d.reason,
+            });
+        }
         let mut bytes = slice.segment.read_at(slice.position, slice.len as usize)?;
         let mut at = 0usize;
         let mut expected = slice.first_offset;
@@ -96,22 +123,7 @@ impl Log {
                 reason,
             };
             let rest = bytes.get(at..).unwrap_or_default();
-            let checked = BatchHeader::parse(rest)
-                .map_err(|e| e.to_string())
-                .and_then(|h| {
-                    if h.base_offset != expected {
-                        return Err(format!(
-                            "batch base offset {} where {expected} was expected",
-                            h.base_offset
-                        ));
-                    }
-                    let one = rest
-                        .get(..h.total_len() as usize)
-                        .ok_or("batch length runs past the indexed range")?;
-                    batch::validate_crc(&h, one).map_err(|e| e.to_string())?;
-                    Ok(h)
-                });
-            match checked {
+            match check_batch(rest, expected) {
                 Ok(h) => {
                     at += h.total_len() as usize;
                     expected = h.next_offset();

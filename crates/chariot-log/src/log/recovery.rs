@@ -119,9 +119,8 @@ impl Log {
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovery = Vec::new();
         let mut damage = None;
-        let last = bases.len().saturating_sub(1);
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, recovered) = Segment::open(&dir, base, i == last)?;
+            let (seg, recovered) = Segment::open(&dir, base, bases.get(i + 1).copied())?;
             if let Some(prev) = segments.last() {
                 if prev.next_offset() != base {
                     return Err(LogError::Corrupt {

@@ -44,7 +44,7 @@ pub struct Plan {
     pub batch_size: usize,
     /// Natively, where each partition's consumer starts (its next offset at setup).
     pub start_offsets: Vec<u64>,
-    /// Tags this run's records (see [`stamp`]).
+    /// Tags this run's records (see `stamp`).
     pub run_id: u64,
     pub start: Instant,
     pub deadline: Instant,
