@@ -240,14 +240,22 @@ impl Chariots {
         let status = Arc::new(RwLock::new(StatusView::default()));
         let toid_counter = Arc::new(AtomicU64::new(0));
         let appended = Arc::new(Notify::new());
-        let mut seq = Sequencer::new(
+        let seq = Sequencer::new(
             config.clone(),
             Arc::clone(&broker),
             Arc::clone(&queue_partition.writer),
             Arc::clone(&index),
             Arc::clone(&status),
         );
-        seq.recover(&queue_partition.log).await?;
+        // Recovery reads the whole shared log and the queue: blocking work too.
+        let queue_log = Arc::clone(&queue_partition.log);
+        let mut seq = tokio::task::spawn_blocking(move || {
+            let mut seq = seq;
+            seq.rebuild(&queue_log).map(|()| seq)
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("recovery task failed: {e}")))??;
+        seq.catch_up().await;
         toid_counter.store(seq.next_toid, Ordering::Release);
         // The pipeline: batcher -> filter -> sequencer (queue) -> maintainer -> indexer.
         let (tx, submissions) = mpsc::channel(8192);

@@ -210,8 +210,9 @@ impl Sequencer {
             .collect()
     }
 
-    /// Rebuilds index, filter, TOId counter and queue from the shared log and the queue log.
-    pub(super) async fn recover(&mut self, queue_log: &Log) -> Result<()> {
+    /// Recovery, first half (blocking: it reads both logs whole): rebuilds index,
+    /// filter, TOId counter and queue from the shared log and the queue log.
+    pub(super) fn rebuild(&mut self, queue_log: &Log) -> Result<()> {
         let mut appended_from_queue = HashMap::new();
         let mut at = match self.broker.describe_log(&self.config.log) {
             Ok(d) => d.partitions.first().map_or(0, |p| p.earliest_offset),
@@ -291,7 +292,13 @@ impl Sequencer {
             self.file(id, w, &nothing);
         }
         self.publish();
-        // Dependencies may have landed just before a crash; and time passed while down.
+        Ok(())
+    }
+
+    /// Recovery, second half (after [`Sequencer::rebuild`], on the runtime): appends the
+    /// records whose dependencies landed just before a crash, and expires those that
+    /// waited too long while the node was down.
+    pub(super) async fn catch_up(&mut self) {
         self.flush(Vec::new()).await;
         self.expire().await;
         tracing::info!(
@@ -299,7 +306,6 @@ impl Sequencer {
             next_toid = self.next_toid,
             "chariots recovered"
         );
-        Ok(())
     }
 
     /// Recovery: a record found in the shared log.
