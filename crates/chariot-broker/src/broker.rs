@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use chariot_log::{LogConfig, RecordBatch};
@@ -161,8 +161,9 @@ pub struct RangeRead {
 pub struct Broker {
     config: BrokerConfig,
     registry: Arc<Registry>,
-    /// Stopped first at shutdown (it holds partitions while it checks them).
-    scrubber: Option<Scrubber>,
+    /// Started once the node is up ([`Broker::start_scrub`]); stopped first at shutdown
+    /// (it holds a partition while it checks it).
+    scrubber: Mutex<Option<Scrubber>>,
     /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
     offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
 }
@@ -181,7 +182,6 @@ impl Broker {
         config.log.validate().map_err(BrokerError::Log)?;
         let registry = Arc::new(Registry::open(&config.data_dir, &config.log)?);
         let offsets = OffsetStore::open(&registry)?;
-        let scrubber = Scrubber::start(Arc::clone(&registry), config.scrub)?;
         tracing::info!(
             logs = registry.all().len(),
             dir = %config.data_dir.display(),
@@ -190,9 +190,20 @@ impl Broker {
         Ok(Self {
             config,
             registry,
-            scrubber,
+            scrubber: Mutex::new(None),
             offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
         })
+    }
+
+    /// Starts the background scrub of sealed segments (see [`crate::scrub`]) unless it
+    /// runs or is configured off. Called once start-up is done: start-up may replace a
+    /// system log (compaction), which must not be held open by a scrub.
+    pub fn start_scrub(&self) -> Result<()> {
+        let mut slot = self.scrubber.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Scrubber::start(Arc::clone(&self.registry), self.config.scrub)?;
+        }
+        Ok(())
     }
 
     /// The catalogue, for the services that keep their state in system logs.
@@ -341,12 +352,14 @@ impl Broker {
                     damage,
                     read_only,
                 };
-                out.extend(p.log.damage().map(|d| place(d.to_string(), true)));
+                // Read-only is the partition's state: damage in its active segment.
+                let read_only = p.log.damage().is_some();
+                out.extend(p.log.damage().map(|d| place(d.to_string(), read_only)));
                 out.extend(
                     p.log
                         .sealed_damage()
                         .iter()
-                        .map(|d| place(d.to_string(), false)),
+                        .map(|d| place(d.to_string(), read_only)),
                 );
             }
         }
@@ -559,7 +572,12 @@ impl Broker {
     /// Stops every partition's writes (what they accepted is appended), then flushes and closes
     /// every log. Later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {
-        if let Some(s) = &self.scrubber {
+        let scrubber = self
+            .scrubber
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(s) = scrubber {
             s.stop();
         }
         let logs = self.registry.take_all();

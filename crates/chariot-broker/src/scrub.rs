@@ -41,19 +41,26 @@ struct Stop {
 }
 
 impl Stop {
-    /// Sleeps until `deadline` or a stop; whether it was stopped.
-    fn sleep_until(&self, deadline: Instant) -> bool {
+    /// Sleeps until `deadline` (`None`: until a stop) or a stop; whether it was stopped.
+    fn sleep_until(&self, deadline: Option<Instant>) -> bool {
         let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let now = Instant::now();
-            if *stopped || now >= deadline {
+            if *stopped || deadline.is_some_and(|d| now >= d) {
                 return *stopped;
             }
-            stopped = self
-                .wake
-                .wait_timeout(stopped, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            stopped = match deadline {
+                Some(d) => {
+                    self.wake
+                        .wait_timeout(stopped, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .wake
+                    .wait(stopped)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 
@@ -114,16 +121,24 @@ impl Drop for Scrubber {
 fn run(registry: &Registry, config: ScrubConfig, stop: &Stop) {
     loop {
         pass(registry, config, stop);
-        if stop.sleep_until(Instant::now() + config.interval) {
+        // An interval too large for the clock means: start-up pass only.
+        if stop.sleep_until(Instant::now().checked_add(config.interval)) {
             return;
         }
     }
 }
 
-/// One pass over every partition, paced to `bytes_per_sec` over the whole pass.
+/// Longest single sleep of the pacing: a log deleted meanwhile is let go within it.
+const PACE_SLICE: Duration = Duration::from_millis(200);
+
+/// One pass over every partition, paced to `bytes_per_sec`: reads are spread so that
+/// the bytes since `since` never run ahead of the rate; after a stretch where reads were
+/// slower than the rate (more than a second behind), the count starts over, so the
+/// scrub never bursts to catch up.
 fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
     let started = Instant::now();
     let (mut bytes, mut found, mut partitions) = (0u64, 0usize, 0usize);
+    let (mut since, mut paced) = (started, 0u64);
     let per_sec = config.bytes_per_sec as f64;
     // By name, each log fetched when its turn comes: a log deleted meanwhile is not
     // held open (its disk space kept) until the pass ends.
@@ -133,14 +148,30 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
             continue;
         };
         for (i, p) in entry.partitions.iter().enumerate() {
-            // A log deleted while it is scrubbed is left at once (its files are gone).
+            // A log deleted while it is scrubbed is left within a slice (its files are
+            // gone, and the scrub would keep them open).
+            let still_listed = || {
+                registry
+                    .get(&entry.meta.name)
+                    .is_ok_and(|now| Arc::ptr_eq(&now, &entry))
+            };
             let mut pace = |n: u64| {
                 bytes += n;
-                let due = started + Duration::from_secs_f64(bytes as f64 / per_sec);
-                !stop.sleep_until(due)
-                    && registry
-                        .get(&entry.meta.name)
-                        .is_ok_and(|now| Arc::ptr_eq(&now, &entry))
+                paced += n;
+                let due = since + Duration::from_secs_f64(paced as f64 / per_sec);
+                let now = Instant::now();
+                if now > due + Duration::from_secs(1) {
+                    (since, paced) = (now, 0);
+                }
+                loop {
+                    let now = Instant::now();
+                    if now >= due {
+                        return !stop.is_stopped() && still_listed();
+                    }
+                    if stop.sleep_until(Some(due.min(now + PACE_SLICE))) || !still_listed() {
+                        return false;
+                    }
+                }
             };
             match p.log.scrub(&mut pace) {
                 Ok(report) => {
@@ -155,6 +186,12 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
             }
             if stop.is_stopped() {
                 return;
+            }
+            if registry
+                .get(&entry.meta.name)
+                .map_or(true, |now| !Arc::ptr_eq(&now, &entry))
+            {
+                break; // deleted: its other partitions are not checked
             }
         }
     }

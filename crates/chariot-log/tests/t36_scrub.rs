@@ -201,3 +201,52 @@ fn a_sealed_segment_whose_damage_cannot_hold_its_offsets_fails_to_open_naming_it
     }
     assert_eq!(len(&second), starts[3] + 10, "nothing was cut");
 }
+
+/// Data files this process holds open although they were deleted.
+fn deleted_segments_held() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| {
+            let t = t.to_string_lossy();
+            t.contains(".log") && t.ends_with("(deleted)")
+        })
+        .count()
+}
+
+#[test]
+fn a_segment_retention_deletes_during_a_scrub_is_let_go_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(3 * 4 * 400),
+        ..cfg()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for i in 0..12 {
+        log.append(&mut batch(&[value_for(i, 300)])).unwrap();
+    }
+    let first = log.earliest_offset();
+    let mut next = 12;
+    let mut held = Vec::new();
+    let report = log
+        .scrub(&mut |_| {
+            held.push(deleted_segments_held());
+            // While the first segment is being scrubbed, enough appends for retention
+            // to delete it (and more).
+            if held.len() == 1 {
+                while log.earliest_offset() <= first + 4 {
+                    log.append(&mut batch(&[value_for(next, 300)])).unwrap();
+                    next += 1;
+                }
+            }
+            true
+        })
+        .unwrap();
+    assert!(report.complete && report.found.is_empty(), "{report:?}");
+    assert!(held.len() >= 2, "{held:?}");
+    assert!(
+        held[1..].iter().all(|&n| n == 0),
+        "deleted segments held open: {held:?}"
+    );
+    assert_eq!(deleted_segments_held(), 0);
+}

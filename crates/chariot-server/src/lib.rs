@@ -233,6 +233,9 @@ impl Server {
             )
             .await?,
         );
+        // Only now: start-up may replace system logs (compaction), which the scrub
+        // would hold open.
+        broker.start_scrub()?;
         let (stop, stopped) = watch::channel(false);
         let budget = ByteBudget::new(config.max_inflight_bytes);
         let conn = Arc::new(ConnConfig {

@@ -100,16 +100,6 @@ impl Log {
                 log_next: next,
             });
         };
-        // Damage already found (at open or by the scrub) is not read again: the span
-        // recorded for it may be as large as the rest of its segment.
-        if let Some(d) = slice.segment.damage_at(slice.position) {
-            return Err(LogError::Corrupt {
-                path: d.path,
-                position: d.position,
-                offset: d.offset,
-                reason: d.reason,
-            });
-        }
         let mut bytes = slice.segment.read_at(slice.position, slice.len as usize)?;
         let mut at = 0usize;
         let mut expected = slice.first_offset;
@@ -177,6 +167,16 @@ impl Log {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(None);
         };
+        // Known damage is not handed out as batches (its span may be as large as the
+        // rest of the segment).
+        if let Some(d) = seg.damage_at(u64::from(first.position)) {
+            return Err(LogError::Corrupt {
+                path: d.path,
+                position: d.position,
+                offset: d.offset,
+                reason: d.reason,
+            });
+        }
         let position = u64::from(first.position);
         let end = u64::from(last.position) + u64::from(last.len);
         let next_offset = last.next_offset(seg.base_offset());

@@ -45,28 +45,34 @@ impl Log {
     /// is closed.
     pub fn scrub(&self, pace: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        let segs = self.shared.segment_list();
-        let sealed = segs.len().saturating_sub(1);
-        for seg in segs.iter().take(sealed) {
+        // One segment at a time, looked up afresh: a segment retention (or a truncation)
+        // deletes meanwhile is let go at once, not held open (its disk space kept) to
+        // the end of the pass.
+        let mut after = None;
+        while let Some(seg) = self.next_sealed(after) {
+            after = Some(seg.base_offset());
             let mut from = 0;
-            loop {
+            'segment: loop {
                 self.shared.check_usable()?;
                 let entries = seg.entries(from, ENTRIES_AT_ONCE);
                 if entries.is_empty() {
+                    report.segments += 1;
                     break;
                 }
                 from += entries.len();
                 let mut rest: &[IndexEntry] = &entries;
-                while let Some((group, after)) = next_group(seg, rest) {
+                while let Some((group, after)) = next_group(&seg, rest) {
                     rest = after;
-                    let bytes = self.check_group(seg, group, &mut report);
+                    let bytes = self.check_group(&seg, group, &mut report);
                     report.bytes += bytes;
                     if !pace(bytes) {
                         return Ok(report);
                     }
+                    if !self.is_sealed(&seg) {
+                        break 'segment;
+                    }
                 }
             }
-            report.segments += 1;
         }
         report.complete = true;
         Ok(report)
@@ -144,13 +150,31 @@ impl Log {
         len as u64
     }
 
-    /// Whether `e` is still a batch of `seg`, and `seg` still a sealed segment.
-    fn still_sealed(&self, seg: &Arc<Segment>, e: &IndexEntry) -> bool {
+    /// The first sealed segment based after `after` (from the first with `None`).
+    fn next_sealed(&self, after: Option<u64>) -> Option<Arc<Segment>> {
         let segs = self.shared.segment_list();
-        let listed = segs.iter().rev().skip(1).any(|s| Arc::ptr_eq(s, seg));
-        listed
-            && seg.position_of(seg.base_offset() + u64::from(e.relative_offset))
-                == Some(u64::from(e.position))
+        let sealed = segs.len().saturating_sub(1);
+        segs.iter()
+            .take(sealed)
+            .find(|s| after.is_none_or(|a| s.base_offset() > a))
+            .cloned()
+    }
+
+    /// Whether `seg` is still listed, and not the active segment.
+    fn is_sealed(&self, seg: &Arc<Segment>) -> bool {
+        let segs = self.shared.segment_list();
+        segs.iter().rev().skip(1).any(|s| Arc::ptr_eq(s, seg))
+    }
+
+    /// Whether `e` is still a batch of `seg` (same offset, position and length), and
+    /// `seg` still a sealed segment.
+    fn still_sealed(&self, seg: &Arc<Segment>, e: &IndexEntry) -> bool {
+        let offset = seg.base_offset() + u64::from(e.relative_offset);
+        self.is_sealed(seg)
+            && seg
+                .entries_for_read(offset, u64::MAX, 1)
+                .first()
+                .is_some_and(|now| now == e)
     }
 }
 
