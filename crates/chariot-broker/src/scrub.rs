@@ -201,3 +201,37 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
         tracing::info!(partitions, bytes, took = ?started.elapsed(), "scrub pass clean");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_too_large_for_the_clock_means_start_up_only_and_stop_still_works() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::open(dir.path(), &chariot_log::LogConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = ScrubConfig {
+            bytes_per_sec: 1 << 20,
+            interval: Duration::MAX,
+        };
+        let scrubber = Scrubber::start(Arc::new(registry), config)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a scrubber with a rate runs"));
+        // The start-up pass over no logs ends at once; then the thread must sleep
+        // (before, `now + interval` overflowed and the thread panicked).
+        std::thread::sleep(Duration::from_millis(300));
+        let thread = scrubber
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        assert!(thread.as_ref().is_some_and(|t| !t.is_finished()));
+        drop(thread);
+        scrubber.stop();
+        assert!(scrubber
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none());
+    }
+}
