@@ -147,14 +147,14 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
         let Ok(entry) = registry.get(&name) else {
             continue;
         };
+        // A log deleted while it is scrubbed is left within a slice (its files are gone,
+        // and the scrub would keep them open).
+        let still_listed = || {
+            registry
+                .get(&entry.meta.name)
+                .is_ok_and(|now| Arc::ptr_eq(&now, &entry))
+        };
         for (i, p) in entry.partitions.iter().enumerate() {
-            // A log deleted while it is scrubbed is left within a slice (its files are
-            // gone, and the scrub would keep them open).
-            let still_listed = || {
-                registry
-                    .get(&entry.meta.name)
-                    .is_ok_and(|now| Arc::ptr_eq(&now, &entry))
-            };
             let mut pace = |n: u64| {
                 bytes += n;
                 paced += n;
@@ -187,10 +187,7 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
             if stop.is_stopped() {
                 return;
             }
-            if registry
-                .get(&entry.meta.name)
-                .map_or(true, |now| !Arc::ptr_eq(&now, &entry))
-            {
+            if !still_listed() {
                 break; // deleted: its other partitions are not checked
             }
         }

@@ -12,7 +12,7 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chariot_log::{repair, Action, Log, LogConfig, LogError, SyncPolicy};
 use common::*;
@@ -30,24 +30,9 @@ fn write_log(dir: &Path, n: u64, entries: u32) -> Vec<(u64, Vec<u8>)> {
     all
 }
 
-fn segment(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
-}
-
 fn overwrite(path: &Path, pos: u64, bytes: &[u8]) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, pos).unwrap();
-}
-
-fn flip(path: &Path, pos: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, pos).unwrap();
-    f.write_all_at(&[b[0] ^ 0x10], pos).unwrap();
 }
 
 fn cfg() -> LogConfig {

@@ -10,8 +10,7 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chariot_log::{Log, LogConfig, LogError, SyncPolicy};
 use common::*;
@@ -28,21 +27,6 @@ fn write_log(dir: &Path, n: u64) {
         log.append(&mut batch(&[value_for(i, 300)])).unwrap();
     }
     log.close().unwrap();
-}
-
-fn segment(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
-}
-
-fn flip(path: &Path, pos: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, pos).unwrap();
-    f.write_all_at(&[b[0] ^ 0x08], pos).unwrap();
 }
 
 fn len(path: &Path) -> u64 {

@@ -110,16 +110,15 @@ impl Log {
                 Ok(bytes) => {
                     let at = (u64::from(e.position) - start) as usize;
                     let one = bytes.get(at..at + e.len as usize).unwrap_or_default();
-                    check_batch(one, expected)
-                        .and_then(|h| match h.total_len() == u64::from(e.len) {
-                            true => Ok(()),
-                            false => Err(format!(
-                                "batch of {} bytes where the index says {}",
-                                h.total_len(),
-                                e.len
-                            )),
-                        })
-                        .err()
+                    match check_batch(one, expected) {
+                        Err(reason) => Some(reason),
+                        Ok(h) if h.total_len() != u64::from(e.len) => Some(format!(
+                            "batch of {} bytes where the index says {}",
+                            h.total_len(),
+                            e.len
+                        )),
+                        Ok(_) => None,
+                    }
                 }
                 // A bad sector: the whole read fails. Each batch of it is read alone, so
                 // only the unreadable ones are reported.

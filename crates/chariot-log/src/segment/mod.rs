@@ -122,7 +122,12 @@ impl Segment {
             .create_new(true)
             .open(&data_path)
             .map_err(|e| LogError::io("create", &data_path, e))?;
-        Ok(Self {
+        Ok(Self::with_file(base_offset, data_path, index_path, file))
+    }
+
+    /// A segment over an open data file, with nothing indexed yet.
+    fn with_file(base_offset: u64, data_path: PathBuf, index_path: PathBuf, file: File) -> Self {
+        Self {
             base_offset,
             data_path,
             index_path,
@@ -135,7 +140,7 @@ impl Segment {
             sync_failed: AtomicBool::new(false),
             damage: RwLock::new(Vec::new()),
             has_damage: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Runs `op` (a sync, possibly after a length change) on the data file, one at a

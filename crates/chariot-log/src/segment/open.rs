@@ -5,8 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::damage::{self, Damage};
@@ -86,20 +86,7 @@ impl Segment {
             .metadata()
             .map_err(|e| LogError::io("stat", &data_path, e))?
             .len();
-        let seg = Self {
-            base_offset,
-            data_path,
-            index_path,
-            file,
-            index: RwLock::new(Vec::new()),
-            size: AtomicU64::new(0),
-            next_offset: AtomicU64::new(base_offset),
-            max_timestamp: AtomicI64::new(i64::MIN),
-            sync_lock: Mutex::new(()),
-            sync_failed: AtomicBool::new(false),
-            damage: RwLock::new(Vec::new()),
-            has_damage: AtomicBool::new(false),
-        };
+        let seg = Self::with_file(base_offset, data_path, index_path, file);
         let mut recovered = Recovered::Clean;
         let loaded = if active {
             None

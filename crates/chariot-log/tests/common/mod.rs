@@ -114,3 +114,21 @@ pub fn batch_starts(file: &std::path::Path) -> Vec<u64> {
     }
     starts
 }
+
+/// The data file of the segment based at `base` in `dir`.
+pub fn segment(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// Flips one bit of the byte at `pos` of `path`.
+pub fn flip(path: &std::path::Path, pos: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pos).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], pos).unwrap();
+}
