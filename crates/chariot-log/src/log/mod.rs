@@ -95,6 +95,9 @@ struct Shared {
     /// The commit thread's futex word (group commit only): bumped when submitted appends
     /// may be waiting for a leader, on poisoning and on close.
     commit_word: AtomicU32,
+    /// Set while the commit thread spins for the next append instead of sleeping (see
+    /// [`commit::COMMITTER_SPIN`]): a notification then needs no wake-up call.
+    committer_spinning: AtomicBool,
     /// Tells the commit thread to exit.
     commit_stop: AtomicBool,
     /// How many appends the last group commit completed, and how long its fdatasync

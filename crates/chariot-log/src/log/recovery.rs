@@ -206,6 +206,7 @@ impl Log {
             syncing: AtomicBool::new(false),
             commit: Mutex::new(CommitState { generation: 0 }),
             commit_word: AtomicU32::new(0),
+            committer_spinning: AtomicBool::new(false),
             commit_stop: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
             last_sync_nanos: AtomicU64::new(0),
