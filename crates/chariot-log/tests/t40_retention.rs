@@ -107,3 +107,48 @@ fn retention_never_deletes_the_active_segment() {
     assert_eq!(log.apply_retention().unwrap(), 0);
     assert_eq!(read_all(&log), vec![(0, b"old".to_vec())]);
 }
+
+#[test]
+fn purge_below_deletes_only_sealed_segments_wholly_below_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), sized(None, None)).unwrap();
+    let value = vec![0x5Au8; 100 * 1024];
+    for _ in 0..40 {
+        log.append(&mut batch(std::slice::from_ref(&value)))
+            .unwrap();
+    }
+    let segs = log.segments();
+    assert!(segs.len() >= 3, "{segs:?}");
+    // An offset inside the second segment: only the first goes.
+    let inside = segs[1].base_offset + 1;
+    assert_eq!(log.purge_below(inside).unwrap(), 1);
+    assert_eq!(log.earliest_offset(), segs[1].base_offset);
+    assert!(!segment(dir.path(), segs[0].base_offset).exists());
+    // Past the end: every sealed segment goes, the active one stays, offsets go on.
+    let gone = log.purge_below(u64::MAX).unwrap();
+    assert_eq!(gone, segs.len() - 2);
+    let active = log.segments();
+    assert_eq!(active.len(), 1);
+    assert_eq!(log.next_offset(), 40);
+    let info = log
+        .append(&mut batch(std::slice::from_ref(&value)))
+        .unwrap();
+    assert_eq!(info.base_offset, 40);
+    drop(log);
+    let log = Log::open(dir.path(), sized(None, None)).unwrap();
+    assert_eq!(log.earliest_offset(), active[0].base_offset);
+    assert_eq!(log.next_offset(), 41);
+}
+
+#[test]
+fn open_from_starts_a_new_log_at_the_offset_and_an_existing_one_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open_from(dir.path(), sized(None, None), 1_000).unwrap();
+    assert_eq!((log.earliest_offset(), log.next_offset()), (1_000, 1_000));
+    let info = log.append(&mut batch(&[b"a".to_vec()])).unwrap();
+    assert_eq!(info.base_offset, 1_000);
+    drop(log);
+    let log = Log::open_from(dir.path(), sized(None, None), 7).unwrap();
+    assert_eq!((log.earliest_offset(), log.next_offset()), (1_000, 1_001));
+    assert_eq!(read_all(&log), vec![(1_000, b"a".to_vec())]);
+}

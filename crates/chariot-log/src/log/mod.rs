@@ -281,6 +281,15 @@ impl Log {
         self.shared.apply_retention(&w)
     }
 
+    /// Deletes the sealed segments that hold only offsets below `offset` (the active
+    /// segment always stays); returns how many went. What is left still starts at a
+    /// segment boundary, so [`Log::earliest_offset`] may stay below `offset`: a Raft log
+    /// purging the entries a snapshot covers hides the rest itself.
+    pub fn purge_below(&self, offset: u64) -> Result<usize> {
+        let w = lock(&self.shared.writer);
+        self.shared.purge_below(&w, offset)
+    }
+
     /// Flushes and closes the log. Dropping a log does the same, ignoring errors.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()

@@ -69,6 +69,13 @@ pub(crate) fn lock_dir(dir: &Path, wait: Duration) -> Result<File> {
 impl Log {
     /// Opens (creating if needed) the log in `dir` and runs recovery.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_from(dir, config, 0)
+    }
+
+    /// As [`Log::open`], but a log created here (a directory without segments) starts at
+    /// `first_offset` instead of 0: a Raft log whose entries up to a snapshot were
+    /// dropped starts again after the snapshot. An existing log keeps its offsets.
+    pub fn open_from(dir: impl AsRef<Path>, config: LogConfig, first_offset: u64) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
@@ -147,7 +154,7 @@ impl Log {
         let active = match segments.last() {
             Some(s) => Arc::clone(s),
             None => {
-                let s = Arc::new(Segment::create(&dir, 0)?);
+                let s = Arc::new(Segment::create(&dir, first_offset)?);
                 sync_dir(&dir)?;
                 segments.push(Arc::clone(&s));
                 s

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Result;
+use crate::segment::Segment;
 
 use super::*;
 
@@ -35,6 +36,22 @@ impl Shared {
             total -= s.size();
             drop_count += 1;
         }
+        self.drop_oldest(&list, drop_count)
+    }
+
+    /// Deletes the sealed segments whose records all lie below `offset`.
+    pub(super) fn purge_below(&self, w: &Writer, offset: u64) -> Result<usize> {
+        let list = self.segment_list();
+        let drop_count = list
+            .iter()
+            .take_while(|s| !Arc::ptr_eq(s, &w.active) && s.next_offset() <= offset)
+            .count();
+        self.drop_oldest(&list, drop_count)
+    }
+
+    /// Takes the first `drop_count` segments of `list` out of the log, then deletes their
+    /// files (readers holding one keep reading it until they let go).
+    fn drop_oldest(&self, list: &[Arc<Segment>], drop_count: usize) -> Result<usize> {
         if drop_count == 0 {
             return Ok(0);
         }
