@@ -67,6 +67,19 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+impl Pending {
+    /// The offsets the batches were given when they were queued (empty once the future
+    /// has completed, or if they were refused): a caller that must know where its
+    /// batches land (a Raft log, whose indexes are its offsets) checks them at once.
+    pub fn assigned(&self) -> &[AppendInfo] {
+        match &self.state {
+            PendingState::Queued { infos, .. } => infos,
+            PendingState::Ready(Some(Ok(infos))) => infos,
+            PendingState::Ready(_) => &[],
+        }
+    }
+}
+
 impl Future for Pending {
     type Output = Result<Vec<AppendInfo>>;
 

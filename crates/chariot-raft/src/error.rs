@@ -1,0 +1,74 @@
+//! Errors of the Raft storage.
+
+use std::path::PathBuf;
+
+/// Bytes of the Raft log or its state files that do not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes end before the named part.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// The bytes are not a valid encoding.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A failure of the Raft log store or the state machine, naming what it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStoreError {
+    /// The underlying chariot-log failed.
+    #[error(transparent)]
+    Log(#[from] chariot_log::LogError),
+    /// A file of the store could not be read or written.
+    #[error("{op} {}: {error}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A file of the store or an entry of the log is damaged or not understood: the
+    /// node must not vote or lead on what it cannot vouch for.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log's offsets and the Raft indexes disagree (a bug, or files changed under
+    /// the store).
+    #[error("raft log {}: {reason}", path.display())]
+    Inconsistent {
+        /// The log's directory.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+}
+
+impl RaftStoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        RaftStoreError::Io {
+            op,
+            path: path.into(),
+            error,
+        }
+    }
+}
+
+impl From<RaftStoreError> for std::io::Error {
+    fn from(e: RaftStoreError) -> Self {
+        let kind = match &e {
+            RaftStoreError::Corrupt { .. } | RaftStoreError::Inconsistent { .. } => {
+                std::io::ErrorKind::InvalidData
+            }
+            RaftStoreError::Io { error, .. } => error.kind(),
+            RaftStoreError::Log(_) => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

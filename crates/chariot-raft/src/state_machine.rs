@@ -1,0 +1,534 @@
+//! A partition's log as the state machine of its Raft group: committed `Append`
+//! entries are appended to it (so readers, fetch and sendfile see only committed
+//! records), `Ack` entries move a consumer group's offset to `max(old, new)`.
+//!
+//! The partition log is written without waiting for its own fsync: the Raft log is the
+//! durable copy. What is durable of the state machine is its **checkpoint**
+//! (`<dir>/checkpoint`, fsynced): last applied id, membership, group offsets and the
+//! partition's next offset, written when a snapshot is built, after an fdatasync of the
+//! partition log. After a restart the state machine reports the checkpoint as applied
+//! and openraft applies the later entries again from the Raft log; an `Append` whose
+//! records are already in the partition log (they survived) is recognised by its
+//! offsets and not written twice, so the records readers saw keep their offsets.
+//!
+//! A snapshot is the checkpoint plus the partition's segment files: sealed segments are
+//! hard-linked (they never change again), the active one is copied; installing one
+//! opens a new generation of the partition log (`<dir>/partition-<gen>`) from those
+//! files, cut back to the checkpoint's next offset.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chariot_log::{Log, LogConfig, RecordBatch};
+use futures_util::StreamExt;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Response};
+use crate::error::RaftStoreError;
+use crate::state_file::StateFile;
+use crate::{LogId, StoredMembership, TypeConfig};
+
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+/// What the checkpoint (and every snapshot) records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Checkpoint {
+    /// The partition log directory in use: `partition-<generation>`.
+    generation: u64,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    groups: BTreeMap<String, u64>,
+    /// The partition's next offset once `applied` is applied.
+    partition_next: u64,
+    /// Whether a snapshot was taken (or installed) at this point.
+    snapshot: bool,
+}
+
+/// The files of one snapshot: a directory holding its `checkpoint` and the partition's
+/// segment data files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+/// A partition's state machine. Clones share it (the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct PartitionStateMachine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    log: RwLock<Arc<Log>>,
+    checkpoint_file: StateFile,
+    state: Mutex<State>,
+    /// Serialises snapshot builds and installs.
+    snapshots: tokio::sync::Mutex<()>,
+}
+
+struct State {
+    /// The state as applied in memory (its `snapshot` flag unused).
+    now: Checkpoint,
+    /// The last checkpoint written.
+    saved: Checkpoint,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn partition_dir(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("partition-{generation:020}"))
+}
+
+fn snapshot_dir(dir: &Path, applied: &Option<LogId>) -> PathBuf {
+    match applied {
+        Some(id) => dir.join(format!(
+            "snapshot-{:020}-{:020}-{:020}",
+            id.index, id.leader_id.term, id.leader_id.node_id
+        )),
+        None => dir.join("snapshot-none"),
+    }
+}
+
+fn blocking_err(dir: &Path, e: tokio::task::JoinError) -> io::Error {
+    io::Error::from(RaftStoreError::io("run", dir, io::Error::other(e)))
+}
+
+impl PartitionStateMachine {
+    /// Opens (creating if needed) the state machine in `dir`; `config` is the partition
+    /// log's configuration. Must be called inside a tokio runtime.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, RaftStoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let (d, c) = (dir.clone(), config.clone());
+        let (log, saved) = tokio::task::spawn_blocking(move || open_files(&d, c))
+            .await
+            .map_err(|e| RaftStoreError::io("open", &dir, io::Error::other(e)))??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                checkpoint_file: StateFile::new(&dir, "checkpoint", true),
+                dir,
+                config,
+                log: RwLock::new(Arc::new(log)),
+                state: Mutex::new(State {
+                    now: saved.clone(),
+                    saved,
+                }),
+                snapshots: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The partition log, for readers. A snapshot install replaces it: hold the `Arc`
+    /// for one read, not for good.
+    pub fn log(&self) -> Arc<Log> {
+        Arc::clone(&self.inner.log.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A consumer group's committed offset.
+    pub fn group_offset(&self, group: &str) -> Option<u64> {
+        lock(&self.inner.state).now.groups.get(group).copied()
+    }
+
+    /// Applies one run of `Append` batches (already decoded) with one write, skipping
+    /// those whose records are already in the log (applied again after a restart).
+    fn append_run(
+        log: &Log,
+        expected_next: &mut u64,
+        run: Vec<Result<RecordBatch, String>>,
+    ) -> Result<Vec<Response>, RaftStoreError> {
+        let mut responses = Vec::with_capacity(run.len());
+        let mut to_write = Vec::new();
+        let mut write_at = Vec::new();
+        let present = log.next_offset();
+        for item in run {
+            let batch = match item {
+                Ok(b) => b,
+                Err(reason) => {
+                    responses.push(Some(Response::Refused(reason)));
+                    continue;
+                }
+            };
+            let n = u64::from(batch.record_count());
+            let base = *expected_next;
+            if base + n <= present {
+                responses.push(Some(Response::Appended {
+                    base_offset: base,
+                    last_offset: base + n - 1,
+                }));
+            } else if base >= present {
+                write_at.push(responses.len());
+                responses.push(None);
+                to_write.push(batch);
+            } else {
+                return Err(RaftStoreError::Inconsistent {
+                    path: log_dir_of(log),
+                    reason: format!(
+                        "an applied batch of {n} records at {base} straddles the log's end {present}"
+                    ),
+                });
+            }
+            *expected_next = base + n;
+        }
+        if !to_write.is_empty() {
+            let infos = log.append_batches(&mut to_write)?;
+            for (slot, info) in write_at.into_iter().zip(infos) {
+                if let Some(r) = responses.get_mut(slot) {
+                    *r = Some(Response::Appended {
+                        base_offset: info.base_offset,
+                        last_offset: info.last_offset,
+                    });
+                }
+            }
+        }
+        Ok(responses
+            .into_iter()
+            .map(|r| r.unwrap_or(Response::Refused("not applied".into())))
+            .collect())
+    }
+
+    /// Makes the partition log durable and writes the checkpoint of the state now.
+    async fn checkpoint(&self) -> Result<Checkpoint, io::Error> {
+        let log = self.log();
+        let mut cp = lock(&self.inner.state).now.clone();
+        cp.snapshot = true;
+        let file = self.inner.checkpoint_file.clone();
+        let cp2 = cp.clone();
+        tokio::task::spawn_blocking(move || {
+            log.flush()?;
+            file.save(&cp2)
+        })
+        .await
+        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        lock(&self.inner.state).saved = cp.clone();
+        Ok(cp)
+    }
+
+    fn meta_of(cp: &Checkpoint) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: cp.applied,
+            last_membership: cp.membership.clone(),
+        }
+    }
+}
+
+fn log_dir_of(log: &Log) -> PathBuf {
+    log.segments()
+        .first()
+        .and_then(|s| s.path.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// The blocking part of [`PartitionStateMachine::open`].
+fn open_files(dir: &Path, config: LogConfig) -> Result<(Log, Checkpoint), RaftStoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::io("create directory", dir, e))?;
+    let file = StateFile::new(dir, "checkpoint", true);
+    let cp: Checkpoint = file.load()?.unwrap_or_default();
+    let path = partition_dir(dir, cp.generation);
+    let log = Log::open(&path, config)?;
+    if log.next_offset() < cp.partition_next {
+        return Err(RaftStoreError::Inconsistent {
+            path,
+            reason: format!(
+                "the checkpoint says the partition reaches offset {} but it ends at {}",
+                cp.partition_next,
+                log.next_offset()
+            ),
+        });
+    }
+    // Left by an install or a snapshot interrupted by a crash.
+    let keep_snapshot = snapshot_dir(dir, &cp.applied);
+    let listing = std::fs::read_dir(dir).map_err(|e| RaftStoreError::io("list", dir, e))?;
+    for item in listing {
+        let item = item.map_err(|e| RaftStoreError::io("list", dir, e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        let stale = (name.starts_with("partition-") && item.path() != path)
+            || (name.starts_with("snapshot-") && item.path() != keep_snapshot);
+        if stale {
+            std::fs::remove_dir_all(item.path())
+                .map_err(|e| RaftStoreError::io("remove", item.path(), e))?;
+        }
+    }
+    Ok((log, cp))
+}
+
+/// Links (or, across file systems, copies) `from` to `to`.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), RaftStoreError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| RaftStoreError::io("copy", from, e))
+}
+
+/// Writes the snapshot of checkpoint `cp` into `target`: the checkpoint, then the data
+/// files of `log` (sealed segments linked, the active one copied up to its size).
+fn materialize(log: &Log, cp: &Checkpoint, target: &Path) -> Result<(), RaftStoreError> {
+    let tmp = target.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| RaftStoreError::io("remove", &tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| RaftStoreError::io("create directory", &tmp, e))?;
+    let segments = log.segments();
+    let last = segments.len().saturating_sub(1);
+    for (i, s) in segments.iter().enumerate() {
+        if s.base_offset >= cp.partition_next && i != 0 {
+            break;
+        }
+        let Some(name) = s.path.file_name() else {
+            continue;
+        };
+        let to = tmp.join(name);
+        if i < last {
+            link_or_copy(&s.path, &to)?;
+        } else {
+            let mut src =
+                std::fs::File::open(&s.path).map_err(|e| RaftStoreError::io("open", &s.path, e))?;
+            let mut dst =
+                std::fs::File::create(&to).map_err(|e| RaftStoreError::io("create", &to, e))?;
+            io::copy(&mut io::Read::take(&mut src, s.size), &mut dst)
+                .map_err(|e| RaftStoreError::io("copy", &s.path, e))?;
+            dst.sync_all()
+                .map_err(|e| RaftStoreError::io("fsync", &to, e))?;
+        }
+    }
+    StateFile::new(&tmp, "checkpoint", true).save(cp)?;
+    std::fs::rename(&tmp, target).map_err(|e| RaftStoreError::io("rename", &tmp, e))?;
+    Ok(())
+}
+
+/// Installs the snapshot in `from` as partition generation `generation` of `dir`:
+/// links its files into a new partition directory, opens it, cuts it back to the
+/// checkpoint, and makes the checkpoint (with the new generation) durable.
+fn install(
+    dir: &Path,
+    config: LogConfig,
+    from: &Path,
+    generation: u64,
+) -> Result<(Log, Checkpoint), RaftStoreError> {
+    let mut cp: Checkpoint = StateFile::new(from, "checkpoint", true)
+        .load()?
+        .ok_or_else(|| RaftStoreError::Corrupt {
+            path: from.to_path_buf(),
+            reason: "a snapshot without its checkpoint".into(),
+        })?;
+    let target = partition_dir(dir, generation);
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|e| RaftStoreError::io("remove", &target, e))?;
+    }
+    std::fs::create_dir_all(&target)
+        .map_err(|e| RaftStoreError::io("create directory", &target, e))?;
+    let listing = std::fs::read_dir(from).map_err(|e| RaftStoreError::io("list", from, e))?;
+    for item in listing {
+        let item = item.map_err(|e| RaftStoreError::io("list", from, e))?;
+        let name = item.file_name();
+        if name.to_string_lossy().ends_with(".log") {
+            link_or_copy(&item.path(), &target.join(&name))?;
+        }
+    }
+    let log = Log::open(&target, config)?;
+    if log.next_offset() > cp.partition_next {
+        log.truncate_to(cp.partition_next)?;
+    } else if log.next_offset() < cp.partition_next {
+        return Err(RaftStoreError::Corrupt {
+            path: from.to_path_buf(),
+            reason: format!(
+                "the snapshot's files end at offset {}, its checkpoint at {}",
+                log.next_offset(),
+                cp.partition_next
+            ),
+        });
+    }
+    cp.generation = generation;
+    cp.snapshot = true;
+    StateFile::new(dir, "checkpoint", true).save(&cp)?;
+    Ok((log, cp))
+}
+
+impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
+    type SnapshotData = PartitionSnapshot;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = lock(&self.inner.state);
+        Ok((st.now.applied, st.now.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        let mut items = Vec::new();
+        while let Some(item) = entries.next().await {
+            items.push(item?);
+        }
+        let mut i = 0;
+        while i < items.len() {
+            // A run of appends goes to the log in one write, on the blocking pool.
+            let run_end = items
+                .iter()
+                .skip(i)
+                .position(|(e, _)| !matches!(e.payload, EntryPayload::Normal(Command::Append(_))))
+                .map_or(items.len(), |p| i + p);
+            if run_end > i {
+                let run: Vec<Result<RecordBatch, String>> = items
+                    .get(i..run_end)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(e, _)| match &e.payload {
+                        EntryPayload::Normal(Command::Append(bytes)) => {
+                            RecordBatch::from_vec(bytes.clone()).map_err(|e| e.to_string())
+                        }
+                        _ => Err("not an append".to_string()),
+                    })
+                    .collect();
+                let log = self.log();
+                let mut expected = lock(&self.inner.state).now.partition_next;
+                let (responses, expected) = tokio::task::spawn_blocking(move || {
+                    Self::append_run(&log, &mut expected, run).map(|r| (r, expected))
+                })
+                .await
+                .map_err(|e| blocking_err(&self.inner.dir, e))??;
+                let mut st = lock(&self.inner.state);
+                st.now.partition_next = expected;
+                for ((entry, responder), response) in items.drain(i..run_end).zip(responses) {
+                    st.now.applied = Some(entry.log_id);
+                    if let Some(r) = responder {
+                        r.send(response);
+                    }
+                }
+                continue;
+            }
+            let Some((entry, responder)) = items.get_mut(i).map(|(e, r)| (e.clone(), r.take()))
+            else {
+                break;
+            };
+            i += 1;
+            let mut st = lock(&self.inner.state);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Applied,
+                EntryPayload::Membership(m) => {
+                    st.now.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::Applied
+                }
+                EntryPayload::Normal(Command::Ack { group, offset }) => {
+                    let now = st.now.groups.entry(group).or_insert(0);
+                    *now = (*now).max(offset);
+                    Response::Acked { offset: *now }
+                }
+                EntryPayload::Normal(Command::Append(_)) => {
+                    Response::Refused("an append outside its run".into())
+                }
+            };
+            st.now.applied = Some(entry.log_id);
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: PartitionSnapshot,
+    ) -> Result<(), io::Error> {
+        let _one = self.inner.snapshots.lock().await;
+        let generation = lock(&self.inner.state).saved.generation + 1;
+        let (dir, config) = (self.inner.dir.clone(), self.inner.config.clone());
+        let (log, cp) =
+            tokio::task::spawn_blocking(move || install(&dir, config, &snapshot.dir, generation))
+                .await
+                .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        if cp.applied != meta.last_log_id || cp.membership != meta.last_membership {
+            return Err(io::Error::from(RaftStoreError::Corrupt {
+                path: self.inner.dir.clone(),
+                reason: format!(
+                    "the snapshot's checkpoint is at {:?}, its meta at {:?}",
+                    cp.applied, meta.last_log_id
+                ),
+            }));
+        }
+        let previous = std::mem::replace(
+            &mut *self.inner.log.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(log),
+        );
+        {
+            let mut st = lock(&self.inner.state);
+            st.now = cp.clone();
+            st.saved = cp;
+        }
+        let old = partition_dir(&self.inner.dir, generation - 1);
+        tokio::task::spawn_blocking(move || {
+            drop(previous);
+            std::fs::remove_dir_all(&old).map_err(|e| RaftStoreError::io("remove", &old, e))
+        })
+        .await
+        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, PartitionSnapshot>>, io::Error> {
+        let _one = self.inner.snapshots.lock().await;
+        let cp = lock(&self.inner.state).saved.clone();
+        if !cp.snapshot {
+            return Ok(None);
+        }
+        let target = snapshot_dir(&self.inner.dir, &cp.applied);
+        if !target.exists() {
+            let log = self.log();
+            let (cp2, t2) = (cp.clone(), target.clone());
+            tokio::task::spawn_blocking(move || materialize(&log, &cp2, &t2))
+                .await
+                .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        }
+        Ok(Some(Snapshot {
+            meta: Self::meta_of(&cp),
+            snapshot: PartitionSnapshot { dir: target },
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
+    type SnapshotData = PartitionSnapshot;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, PartitionSnapshot>, io::Error> {
+        let _one = self.inner.snapshots.lock().await;
+        let old = snapshot_dir(&self.inner.dir, &lock(&self.inner.state).saved.applied);
+        let cp = self.checkpoint().await?;
+        let target = snapshot_dir(&self.inner.dir, &cp.applied);
+        let log = self.log();
+        let (cp2, t2) = (cp.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            for d in [&old, &t2] {
+                if d.exists() {
+                    std::fs::remove_dir_all(d).map_err(|e| RaftStoreError::io("remove", d, e))?;
+                }
+            }
+            materialize(&log, &cp2, &t2)
+        })
+        .await
+        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        Ok(Snapshot {
+            meta: Self::meta_of(&cp),
+            snapshot: PartitionSnapshot { dir: target },
+        })
+    }
+}

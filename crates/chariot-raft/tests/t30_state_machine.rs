@@ -1,0 +1,216 @@
+//! The partition state machine: committed appends land in the partition log once,
+//! also when openraft applies them again after a restart from the checkpoint; acks
+//! keep the largest offset; a bad batch is refused alike everywhere; a snapshot
+//! installed on another replica gives it the same records at the same offsets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chariot_log::{Log, LogConfig, Record, RecordBatchBuilder, SyncPolicy};
+use chariot_raft::{Command, Entry, LogId, PartitionStateMachine};
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::impls::BasicNode;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, Membership};
+
+fn config() -> LogConfig {
+    LogConfig {
+        sync: SyncPolicy::Never,
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 512 << 10,
+        // Rolls every 4 batches: snapshots link sealed segments and copy the active one.
+        index_max_entries: 4,
+        ..LogConfig::default()
+    }
+}
+
+fn id(index: u64) -> LogId {
+    LogId::new(
+        LeaderId {
+            term: 2,
+            node_id: 1,
+        },
+        index,
+    )
+}
+
+fn append(index: u64, values: &[&str]) -> Entry {
+    let mut b = RecordBatchBuilder::new();
+    for v in values {
+        b.push(&Record::value(v.as_bytes().to_vec()));
+    }
+    Entry {
+        log_id: id(index),
+        payload: EntryPayload::Normal(Command::Append(b.build().into_vec())),
+    }
+}
+
+fn ack(index: u64, group: &str, offset: u64) -> Entry {
+    Entry {
+        log_id: id(index),
+        payload: EntryPayload::Normal(Command::Ack {
+            group: group.into(),
+            offset,
+        }),
+    }
+}
+
+fn membership(index: u64) -> Entry {
+    let nodes: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|i| {
+            (
+                i,
+                BasicNode {
+                    addr: format!("127.0.0.1:{}", 7970 + i),
+                },
+            )
+        })
+        .collect();
+    Entry {
+        log_id: id(index),
+        payload: EntryPayload::Membership(
+            Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap(),
+        ),
+    }
+}
+
+async fn apply(sm: &mut PartitionStateMachine, entries: Vec<Entry>) {
+    let items = entries.into_iter().map(|e| Ok((e, None)));
+    sm.apply(futures_util::stream::iter(items)).await.unwrap();
+}
+
+fn records(log: &Log) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = log.earliest_offset();
+    while next < log.next_offset() {
+        let read = log.read(next, 1 << 20).unwrap();
+        for b in read.batches() {
+            for r in b.records() {
+                out.push((r.offset, String::from_utf8(r.value.to_vec()).unwrap()));
+            }
+        }
+        next = read.next_offset;
+    }
+    out
+}
+
+/// Entries 1..=21: a membership, then appends of three records and acks.
+fn history() -> Vec<Entry> {
+    let mut h = vec![membership(1)];
+    for i in 2..=21u64 {
+        if i % 5 == 0 {
+            // Acks out of order: the larger offset stays.
+            h.push(ack(i, "g", if i == 15 { 3 } else { i }));
+        } else {
+            h.push(append(
+                i,
+                &[&format!("{i}a"), &format!("{i}b"), &format!("{i}c")],
+            ));
+        }
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplied_entries_after_a_restart_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = history();
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    apply(&mut sm, all[..10].to_vec()).await;
+    let snap = sm.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(id(10)));
+    apply(&mut sm, all[10..].to_vec()).await;
+    let before = records(&sm.log());
+    assert_eq!(before.len(), 16 * 3);
+    assert_eq!(sm.group_offset("g"), Some(20));
+    drop(sm);
+
+    // The checkpoint is the snapshot's: openraft applies 11..=21 again.
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    let (applied, members) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(id(10)));
+    assert_eq!(members.log_id(), &Some(id(1)));
+    assert_eq!(sm.group_offset("g"), Some(10));
+    apply(&mut sm, all[10..].to_vec()).await;
+    assert_eq!(
+        records(&sm.log()),
+        before,
+        "a re-applied append was written again"
+    );
+    assert_eq!(sm.group_offset("g"), Some(20));
+    // And new entries go on at the right offset.
+    apply(&mut sm, vec![append(22, &["22a"])]).await;
+    assert_eq!(records(&sm.log()).last(), Some(&(48, "22a".to_string())));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(id(22)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_batch_is_refused_and_applied_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    let bad = Entry {
+        log_id: id(2),
+        payload: EntryPayload::Normal(Command::Append(vec![0xff; 80])),
+    };
+    apply(&mut sm, vec![append(1, &["x"]), bad, append(3, &["y"])]).await;
+    assert_eq!(
+        records(&sm.log()),
+        vec![(0, "x".to_string()), (1, "y".to_string())]
+    );
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(id(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_snapshot_has_the_same_records_offsets_and_groups() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let all = history();
+    let mut leader = PartitionStateMachine::open(a.path(), config())
+        .await
+        .unwrap();
+    apply(&mut leader, all[..17].to_vec()).await;
+    let snap = leader.build_snapshot().await.unwrap();
+    let at_snapshot = records(&leader.log());
+    // The leader goes on after the snapshot; the follower gets the snapshot's state.
+    apply(&mut leader, all[17..].to_vec()).await;
+    let current = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snap.meta);
+
+    let mut follower = PartitionStateMachine::open(b.path(), config())
+        .await
+        .unwrap();
+    apply(&mut follower, vec![append(1, &["stale"])]).await;
+    follower
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(records(&follower.log()), at_snapshot);
+    assert_eq!(follower.group_offset("g"), Some(10));
+    assert_eq!(
+        follower.applied_state().await.unwrap(),
+        (snap.meta.last_log_id, snap.meta.last_membership.clone())
+    );
+    // It then applies the rest like the leader did, and survives a restart.
+    apply(&mut follower, all[17..].to_vec()).await;
+    assert_eq!(records(&follower.log()), records(&leader.log()));
+    drop(follower);
+    let follower = PartitionStateMachine::open(b.path(), config())
+        .await
+        .unwrap();
+    assert_eq!(records(&follower.log()), records(&leader.log()));
+    assert_eq!(
+        follower.group_offset("g"),
+        Some(10),
+        "acks after the snapshot are re-applied by openraft"
+    );
+}
