@@ -10,6 +10,7 @@ pub mod command;
 pub mod entry;
 pub mod error;
 pub mod log_store;
+pub mod network;
 pub mod state_file;
 pub mod state_machine;
 

@@ -342,11 +342,15 @@ impl RaftLogReader<TypeConfig> for RaftLogStore {
                 return Ok(Vec::new());
             }
             let first_unflushed = st.unflushed.keys().next().copied().unwrap_or(end);
-            let mem: Vec<Entry> = st
-                .unflushed
-                .range(start.max(first_unflushed)..end)
-                .map(|(_, e)| e.clone())
-                .collect();
+            let from = start.max(first_unflushed);
+            let mem: Vec<Entry> = if from < end {
+                st.unflushed
+                    .range(from..end)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             (mem, first_unflushed.min(end))
         };
         let mut out = if start < log_end {
@@ -580,4 +584,60 @@ fn remove_other_logs(dir: &Path, keep: &Path) -> Result<(), RaftStoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::EntryPayload;
+
+    use super::*;
+
+    fn entry(i: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                i,
+            ),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_join_the_log_and_the_unflushed_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftLogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((0..10).map(entry), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        // As if 10 and 11 were appended and their group commit had not completed.
+        {
+            let mut st = lock(&store.inner.state);
+            st.unflushed.insert(10, entry(10));
+            st.unflushed.insert(11, entry(11));
+            st.last = Some(entry(11).log_id);
+        }
+        let idx = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // Wholly below the unflushed entries: from the log only.
+        assert_eq!(
+            idx(store.try_get_log_entries(2..5).await.unwrap()),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            idx(store.try_get_log_entries(8..12).await.unwrap()),
+            [8, 9, 10, 11]
+        );
+        assert_eq!(idx(store.try_get_log_entries(11..).await.unwrap()), [11]);
+        assert!(store.try_get_log_entries(12..20).await.unwrap().is_empty());
+    }
 }

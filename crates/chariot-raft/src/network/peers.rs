@@ -1,0 +1,379 @@
+//! The sending side of the inter-node port: one TCP connection per peer node, shared
+//! by every Raft group (openraft-multi's `GroupRouter`), with requests multiplexed by
+//! id. A connection that fails is dropped with every request waiting on it, and the
+//! next request opens a new one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft_multi::GroupRouter;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
+use super::GroupId;
+use crate::state_machine::PartitionSnapshot;
+use crate::{TypeConfig, Vote};
+
+/// Bytes of a snapshot file sent per frame.
+const CHUNK: usize = 1 << 20;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests queued for a connection's writer.
+const QUEUE: usize = 1024;
+
+/// The peers of this node and the connections to them. Clones share them.
+#[derive(Clone, Default)]
+pub struct Peers {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    addrs: Mutex<HashMap<u64, String>>,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Frame>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
+    dead: AtomicBool,
+}
+
+impl Conn {
+    fn fail_all(&self) {
+        self.dead.store(true, Ordering::Release);
+        lock(&self.waiting).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unreachable(e: &io::Error) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+impl Peers {
+    /// No peers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where node `id` listens (openraft tells it with each new client).
+    pub fn set_addr(&self, id: u64, addr: &str) {
+        let mut addrs = lock(&self.inner.addrs);
+        if addrs.get(&id).map(String::as_str) != Some(addr) {
+            addrs.insert(id, addr.to_owned());
+            // A moved node: the next request connects to its new address.
+            if let Some(c) = lock(&self.inner.conns).remove(&id) {
+                c.fail_all();
+            }
+        }
+    }
+
+    async fn conn(&self, target: u64) -> io::Result<Arc<Conn>> {
+        if let Some(c) = lock(&self.inner.conns).get(&target) {
+            if !c.dead.load(Ordering::Acquire) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let addr = lock(&self.inner.addrs)
+            .get(&target)
+            .cloned()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no address known for node {target}"),
+                )
+            })?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to node {target} at {addr}"),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        let (mut rd, wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(QUEUE);
+        let conn = Arc::new(Conn {
+            tx,
+            waiting: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+        });
+        let writer_conn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            let mut w = BufWriter::with_capacity(256 << 10, wr);
+            while let Some(f) = rx.recv().await {
+                let mut ok = wire::write_frame(&mut w, &f).await.is_ok();
+                // Everything queued meanwhile goes out with one flush.
+                while ok {
+                    match rx.try_recv() {
+                        Ok(f) => ok = wire::write_frame(&mut w, &f).await.is_ok(),
+                        Err(_) => break,
+                    }
+                }
+                if !ok || w.flush().await.is_err() {
+                    writer_conn.fail_all();
+                    return;
+                }
+            }
+        });
+        let reader_conn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            loop {
+                match wire::read_frame(&mut rd).await {
+                    Ok(Some(f)) => {
+                        if let Some(tx) = lock(&reader_conn.waiting).remove(&f.id) {
+                            let _ = tx.send(f);
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        reader_conn.fail_all();
+                        return;
+                    }
+                }
+            }
+        });
+        lock(&self.inner.conns).insert(target, Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Sends one request and waits (at most `timeout`) for its response payload.
+    async fn call(
+        &self,
+        target: u64,
+        kind: Kind,
+        group: GroupId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>> {
+        let conn = self.conn(target).await?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.waiting).insert(id, tx);
+        let frame = Frame {
+            id,
+            kind: kind as u8,
+            group,
+            payload,
+        };
+        let gone = || {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("connection to node {target} lost"),
+            )
+        };
+        if conn.tx.send(frame).await.is_err() {
+            conn.fail_all();
+            return Err(gone());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(f)) if f.kind == kind as u8 | RESPONSE => Ok(f.payload),
+            Ok(Ok(f)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "node {target} answered kind {} to kind {}",
+                    f.kind, kind as u8
+                ),
+            )),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => {
+                lock(&conn.waiting).remove(&id);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("node {target} did not answer within {timeout:?}"),
+                ))
+            }
+        }
+    }
+
+    /// A request whose response is `Result<Resp, String>`.
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        kind: Kind,
+        group: GroupId,
+        req: &Req,
+        timeout: Duration,
+    ) -> io::Result<Resp> {
+        let bytes = self
+            .call(target, kind, group, wire::encode(req)?, timeout)
+            .await?;
+        wire::decode::<Result<Resp, String>>(&bytes)?
+            .map_err(|e| io::Error::other(format!("node {target}: {e}")))
+    }
+
+    async fn send_snapshot(
+        &self,
+        target: u64,
+        group: GroupId,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, PartitionSnapshot>,
+        timeout: Duration,
+    ) -> io::Result<SnapshotResponse<TypeConfig>> {
+        let dir = snapshot.snapshot.dir.clone();
+        let key = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut files = Vec::new();
+        let mut listing = tokio::fs::read_dir(&dir).await?;
+        while let Some(item) = listing.next_entry().await? {
+            if item.file_type().await?.is_file() {
+                files.push(item.file_name().to_string_lossy().into_owned());
+            }
+        }
+        files.sort();
+        let mut sizes = Vec::with_capacity(files.len());
+        for name in files {
+            let size = send_file(self, target, group, &key, &dir, &name, timeout).await?;
+            sizes.push((name, size));
+        }
+        let done = SnapshotDone {
+            key,
+            vote,
+            last: snapshot.meta.last_log_id,
+            meta: snapshot.meta,
+            files: sizes,
+        };
+        self.rpc(target, Kind::SnapshotDone, group, &done, timeout)
+            .await
+    }
+}
+
+async fn send_file(
+    peers: &Peers,
+    target: u64,
+    group: GroupId,
+    key: &str,
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+) -> io::Result<u64> {
+    let mut f = tokio::fs::File::open(dir.join(name)).await?;
+    let mut offset = 0u64;
+    loop {
+        let mut data = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            let n = f.read(data.get_mut(filled..).unwrap_or_default()).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        data.truncate(filled);
+        // The first chunk goes even when empty, so the file exists on the receiver.
+        if filled > 0 || offset == 0 {
+            let chunk = Chunk {
+                key: key.to_owned(),
+                file: name.to_owned(),
+                offset,
+                data,
+            };
+            peers
+                .rpc::<_, ()>(target, Kind::SnapshotChunk, group, &chunk, timeout)
+                .await?;
+        }
+        offset += filled as u64;
+        if filled < CHUNK {
+            return Ok(offset);
+        }
+    }
+}
+
+impl GroupRouter<TypeConfig, GroupId> for Peers {
+    type SnapshotData = PartitionSnapshot;
+
+    async fn append_entries(
+        &self,
+        target: u64,
+        group_id: GroupId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc(target, Kind::Append, group_id, &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| unreachable(&e))
+    }
+
+    async fn vote(
+        &self,
+        target: u64,
+        group_id: GroupId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc(target, Kind::Vote, group_id, &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| unreachable(&e))
+    }
+
+    async fn pre_vote(
+        &self,
+        target: u64,
+        group_id: GroupId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc(target, Kind::PreVote, group_id, &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| unreachable(&e))
+    }
+
+    async fn full_snapshot(
+        &self,
+        target: u64,
+        group_id: GroupId,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, PartitionSnapshot>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // A whole partition may take long to send: each frame gets the RPC's timeout.
+        let send = self.send_snapshot(target, group_id, vote, snapshot, option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            sent = send => sent.map_err(|e| StreamingError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        group_id: GroupId,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc(
+            target,
+            Kind::TransferLeader,
+            group_id,
+            &req,
+            option.hard_ttl(),
+        )
+        .await
+        .map_err(|e| unreachable(&e))
+    }
+}

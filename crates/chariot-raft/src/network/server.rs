@@ -1,0 +1,238 @@
+//! The receiving side of the inter-node port: the Raft groups of this node by id, and
+//! the loop that serves one connection (any byte stream: the accept loop that owns the
+//! socket lives with the other listeners). Each request runs as its own task, so a slow
+//! snapshot install does not hold up another group's heartbeats.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::Raft;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+
+use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
+use super::GroupId;
+use crate::state_machine::{PartitionSnapshot, PartitionStateMachine};
+use crate::TypeConfig;
+
+/// A partition group's Raft handle.
+pub type PartitionRaft = Raft<TypeConfig, PartitionStateMachine>;
+
+/// One group of this node: its Raft handle, and where snapshots sent to it are
+/// assembled (a directory of its own, on the state machine's file system, so that
+/// installing links rather than copies).
+#[derive(Clone)]
+pub struct Group {
+    /// The group's Raft.
+    pub raft: PartitionRaft,
+    /// Where incoming snapshots are assembled.
+    pub incoming: PathBuf,
+}
+
+/// The Raft groups this node serves. Clones share them.
+#[derive(Clone, Default)]
+pub struct Groups {
+    map: Arc<RwLock<HashMap<GroupId, Group>>>,
+}
+
+impl Groups {
+    /// No groups.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `group` under `id` (replacing any group with that id).
+    pub fn insert(&self, id: GroupId, group: Group) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, group);
+    }
+
+    /// Stops serving group `id`; returns it.
+    pub fn remove(&self, id: GroupId) -> Option<Group> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// Group `id`, if served here.
+    pub fn get(&self, id: GroupId) -> Option<Group> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// Serves one inter-node connection until the peer closes it or sends a frame that is
+/// not understood (then the connection is dropped: a peer that speaks something else
+/// gets no answer to misread).
+pub async fn serve_connection<S>(stream: S, groups: Groups) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Frame>(1024);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(256 << 10, wr);
+        while let Some(f) = rx.recv().await {
+            wire::write_frame(&mut w, &f).await?;
+            while let Ok(f) = rx.try_recv() {
+                wire::write_frame(&mut w, &f).await?;
+            }
+            w.flush().await?;
+        }
+        io::Result::Ok(())
+    });
+    let result = loop {
+        let frame = match wire::read_frame(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let Some(kind) = Kind::from_byte(frame.kind) else {
+            break Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("inter-node frame of unknown kind {}", frame.kind),
+            ));
+        };
+        let (groups, tx) = (groups.clone(), tx.clone());
+        tokio::spawn(async move {
+            let payload = handle(&groups, kind, frame.group, &frame.payload).await;
+            let response = Frame {
+                id: frame.id,
+                kind: frame.kind | RESPONSE,
+                group: frame.group,
+                payload,
+            };
+            let _ = tx.send(response).await;
+        });
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {
+    wire::encode(&r).unwrap_or_else(|e| {
+        wire::encode(&Err::<(), String>(format!("cannot encode the answer: {e}")))
+            .unwrap_or_default()
+    })
+}
+
+async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> Vec<u8> {
+    let Some(g) = groups.get(group) else {
+        return answer::<()>(Err(format!("group {group} is not on this node")));
+    };
+    match kind {
+        Kind::Append => match wire::decode::<AppendEntriesRequest<TypeConfig>>(payload) {
+            Ok(req) => answer(g.raft.append_entries(req).await.map_err(|e| e.to_string())),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::Vote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
+            Ok(req) => answer(g.raft.vote(req).await.map_err(|e| e.to_string())),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::PreVote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
+            Ok(req) => answer(g.raft.pre_vote(req).await.map_err(|e| e.to_string())),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::TransferLeader => match wire::decode::<TransferLeaderRequest<TypeConfig>>(payload) {
+            Ok(req) => answer(
+                g.raft
+                    .handle_transfer_leader(req)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::SnapshotChunk => match wire::decode::<Chunk>(payload) {
+            Ok(chunk) => answer(
+                write_chunk(&g.incoming, chunk)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::SnapshotDone => match wire::decode::<SnapshotDone>(payload) {
+            Ok(done) => answer(install(&g, done).await),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+    }
+}
+
+/// A file or transfer name that stays inside its directory.
+fn plain(name: &str) -> io::Result<&str> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    if ok {
+        Ok(name)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("snapshot name {name:?} is not a plain file name"),
+        ))
+    }
+}
+
+async fn write_chunk(incoming: &Path, chunk: Chunk) -> io::Result<()> {
+    let dir = incoming.join(plain(&chunk.key)?);
+    let path = dir.join(plain(&chunk.file)?);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        std::fs::create_dir_all(&dir)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(chunk.offset == 0)
+            .open(&path)?;
+        f.write_all_at(&chunk.data, chunk.offset)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+async fn install(
+    g: &Group,
+    done: SnapshotDone,
+) -> Result<openraft::raft::SnapshotResponse<TypeConfig>, String> {
+    let key = plain(&done.key).map_err(|e| e.to_string())?;
+    let dir = g.incoming.join(key);
+    // Every file, at its full length: a transfer cut short is not installed.
+    for (name, size) in &done.files {
+        let path = dir.join(plain(name).map_err(|e| e.to_string())?);
+        let len = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| format!("snapshot file {}: {e}", path.display()))?
+            .len();
+        if len != *size {
+            return Err(format!(
+                "snapshot file {} has {len} bytes, {size} were sent",
+                path.display()
+            ));
+        }
+    }
+    let snapshot = openraft::alias::SnapshotOf::<TypeConfig, PartitionSnapshot> {
+        meta: done.meta,
+        snapshot: PartitionSnapshot { dir: dir.clone() },
+    };
+    let installed = g
+        .raft
+        .install_full_snapshot(done.vote, snapshot)
+        .await
+        .map_err(|e| e.to_string());
+    // Installed (its files are linked into the partition) or refused: either way the
+    // received copy has served.
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    installed
+}
