@@ -75,6 +75,19 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A replicated partition's write reached a replica that does not lead its group;
+    /// `leader` is the node that does, if known (where to send it instead).
+    #[error("{}", not_leader_text(*leader, addr.as_deref()))]
+    NotLeader {
+        /// The id of the partition's leader, if this replica knows one.
+        leader: Option<u64>,
+        /// The leader's inter-node address, if known.
+        addr: Option<String>,
+    },
+    /// A replicated write whose outcome is not known: it may or may not be committed
+    /// (the leader lost its quorum or stopped while it was in flight).
+    #[error("replication: {0}; the write may or may not have been stored")]
+    Indeterminate(String),
     /// The partition's files are damaged (see `chariot_log::damage`): the intact part is
     /// readable, writes are refused until it is repaired, and nothing was changed.
     #[error("{0}")]
@@ -86,6 +99,16 @@ pub enum BrokerError {
     /// Any other storage failure of the broker itself (its catalogue, its threads).
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+fn not_leader_text(leader: Option<u64>, addr: Option<&str>) -> String {
+    match (leader, addr) {
+        (Some(id), Some(a)) => {
+            format!("this node does not lead the partition; node {id} ({a}) does")
+        }
+        (Some(id), None) => format!("this node does not lead the partition; node {id} does"),
+        _ => "this node does not lead the partition and knows no leader yet; retry".into(),
+    }
 }
 
 fn partition_count_text(requested: u32) -> String {

@@ -95,7 +95,8 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn into_batch(self) -> RecordBatch {
+    /// The one record batch this append stores.
+    pub fn into_batch(self) -> RecordBatch {
         match self {
             Entry::Batch(b) => b,
             Entry::Records(records) => {

@@ -52,11 +52,15 @@ pub enum ErrorCode {
     /// The log is internal to the server (it holds the Chariots shared log's state): it
     /// can be read, but not written, deleted or created by name.
     InternalLog = 17,
+    /// A replicated write whose outcome is unknown: the partition's leader changed or
+    /// lost its quorum while the write was in flight, so it may or may not be stored.
+    /// Retrying may store it twice unless the batch carries a producer id and sequence.
+    Indeterminate = 18,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::UnknownLog,
         ErrorCode::LogAlreadyExists,
         ErrorCode::InvalidPartitionCount,
@@ -74,6 +78,7 @@ impl ErrorCode {
         ErrorCode::FrameTooLarge,
         ErrorCode::DataDamaged,
         ErrorCode::InternalLog,
+        ErrorCode::Indeterminate,
     ];
 
     /// The numeric value sent on the wire.
@@ -102,6 +107,7 @@ impl ErrorCode {
             15 => ErrorCode::FrameTooLarge,
             16 => ErrorCode::DataDamaged,
             17 => ErrorCode::InternalLog,
+            18 => ErrorCode::Indeterminate,
             _ => return None,
         })
     }
@@ -135,6 +141,7 @@ impl ErrorCode {
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::DataDamaged => "data_damaged",
             ErrorCode::InternalLog => "internal_log",
+            ErrorCode::Indeterminate => "indeterminate",
         }
     }
 }
@@ -157,7 +164,7 @@ mod tests {
 
     // The numbers are the protocol: this table is written out by hand so that
     // renumbering a variant fails here instead of silently breaking clients.
-    const WIRE_VALUES: [(ErrorCode, u16); 17] = [
+    const WIRE_VALUES: [(ErrorCode, u16); 18] = [
         (ErrorCode::UnknownLog, 1),
         (ErrorCode::LogAlreadyExists, 2),
         (ErrorCode::InvalidPartitionCount, 3),
@@ -175,6 +182,7 @@ mod tests {
         (ErrorCode::FrameTooLarge, 15),
         (ErrorCode::DataDamaged, 16),
         (ErrorCode::InternalLog, 17),
+        (ErrorCode::Indeterminate, 18),
     ];
 
     #[test]
@@ -190,7 +198,7 @@ mod tests {
     #[test]
     fn unassigned_values_are_unknown() {
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(18), None);
+        assert_eq!(ErrorCode::from_u16(19), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
     }
 

@@ -11,12 +11,14 @@ pub mod entry;
 pub mod error;
 pub mod log_store;
 pub mod network;
+pub mod partition;
 pub mod state_file;
 pub mod state_machine;
 
 pub use command::{Command, Response};
 pub use error::{CodecError, RaftStoreError};
 pub use log_store::RaftLogStore;
+pub use partition::RaftPartition;
 pub use state_machine::{PartitionSnapshot, PartitionStateMachine};
 
 openraft::declare_raft_types!(

@@ -19,6 +19,8 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
             ErrorCode::MalformedFrame
         }
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+        BrokerError::NotLeader { .. } => ErrorCode::NotLeader,
+        BrokerError::Indeterminate(_) => ErrorCode::Indeterminate,
         BrokerError::NoSpace | BrokerError::Storage(_) | BrokerError::Log(_) => {
             ErrorCode::StorageError
         }
@@ -50,6 +52,8 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::UnknownDatacenter(_) => (StatusCode::FORBIDDEN, "unknown_datacenter"),
         BrokerError::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        BrokerError::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader"),
+        BrokerError::Indeterminate(_) => (StatusCode::SERVICE_UNAVAILABLE, "indeterminate"),
         BrokerError::Storage(_) | BrokerError::Log(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "storage")
         }
@@ -89,6 +93,11 @@ mod tests {
             BrokerError::Damaged("bad byte".into()),
             BrokerError::InternalLog("chariots".into()),
             BrokerError::Storage("io".into()),
+            BrokerError::NotLeader {
+                leader: Some(2),
+                addr: None,
+            },
+            BrokerError::Indeterminate("leader changed".into()),
         ];
         for e in &errors {
             assert_eq!(http_status(e).1, wire_code(e).name(), "{e:?}");
