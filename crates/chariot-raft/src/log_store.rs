@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::entry;
 use crate::error::RaftStoreError;
-use crate::state_file::StateFile;
+use crate::state_file::{sync_dir, StateFile};
 use crate::{Entry, LogId, TypeConfig, Vote};
 
 /// Most bytes of entries a read returns beyond its first entry.
@@ -73,7 +73,7 @@ struct State {
 }
 
 struct Completion {
-    pending: Pending,
+    pendings: Vec<Pending>,
     last_index: u64,
     callback: IOFlushed<TypeConfig>,
 }
@@ -165,7 +165,10 @@ impl RaftLogStore {
                     std::fs::remove_dir_all(&path)
                         .map_err(|e| RaftStoreError::io("remove", &path, e))?;
                 }
-                Log::open_from(&path, config, first).map_err(RaftStoreError::Log)
+                let log = Log::open_from(&path, config, first).map_err(RaftStoreError::Log)?;
+                // The new directory's entry, before anything in it is acknowledged.
+                sync_dir(&dir)?;
+                Ok(log)
             })
             .await?;
         let previous = std::mem::replace(
@@ -220,7 +223,7 @@ fn open_files(dir: &Path, config: LogConfig) -> Result<Opened, RaftStoreError> {
         drop(log);
         first = after_purged;
         log = Log::open_from(log_dir(dir, first), config, first)?;
-    } else if log.earliest_offset() > after_purged {
+    } else if log.earliest_offset() > after_purged.max(first) {
         return Err(RaftStoreError::Inconsistent {
             path: log_dir(dir, first),
             reason: format!(
@@ -233,7 +236,7 @@ fn open_files(dir: &Path, config: LogConfig) -> Result<Opened, RaftStoreError> {
         let path = log_dir(dir, *old);
         std::fs::remove_dir_all(&path).map_err(|e| RaftStoreError::io("remove", &path, e))?;
     }
-    let last = if log.next_offset() > after_purged {
+    let last = if log.next_offset() > after_purged && log.next_offset() > log.earliest_offset() {
         Some(read_entry(&log, log.next_offset() - 1)?.log_id)
     } else {
         persisted.purged
@@ -256,7 +259,15 @@ fn read_range(log: &Log, start: u64, end: u64) -> Result<Vec<Entry>, RaftStoreEr
     // Nothing exists below the log's first entry.
     let mut next = start.max(log.earliest_offset());
     while next < end && next < log.next_offset() {
-        let read = log.read(next, READ_BYTES)?;
+        let read = match log.read(next, READ_BYTES) {
+            Ok(r) => r,
+            // A purge dropped the segment meanwhile: what it held is purged.
+            Err(chariot_log::LogError::OffsetOutOfRange { earliest, .. }) if earliest > next => {
+                next = earliest;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if read.bytes.is_empty() {
             break;
         }
@@ -293,7 +304,13 @@ async fn complete_appends(
     mut rx: mpsc::UnboundedReceiver<Completion>,
 ) {
     while let Some(c) = rx.recv().await {
-        let outcome = c.pending.await;
+        let mut outcome = Ok(());
+        for p in c.pendings {
+            if let Err(e) = p.await {
+                outcome = Err(e);
+                break;
+            }
+        }
         let Some(inner) = inner.upgrade() else {
             c.callback
                 .io_completed(Err(io::Error::other("raft log store closed")));
@@ -312,8 +329,16 @@ async fn complete_appends(
                 Err(io::Error::from(RaftStoreError::Log(e)))
             }
         };
-        c.callback.io_completed(result);
         inner.inflight.send_modify(|n| *n = n.saturating_sub(1));
+        // Let go of the store before openraft hears of the flush: whoever closes the
+        // store after its last flush must find its log closed. The last handle closes
+        // the log (joins its threads) on the blocking pool.
+        if Arc::strong_count(&inner) == 1 {
+            let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
+        } else {
+            drop(inner);
+        }
+        c.callback.io_completed(result);
     }
 }
 
@@ -385,6 +410,9 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // openraft counts every write before the vote as flushed once the vote is: the
+        // appends queued before it must be durable first.
+        self.wait_for_appends().await;
         let mut p = lock(&self.inner.state).persisted.clone();
         p.vote = Some(*vote);
         self.save_persisted(p).await?;
@@ -416,7 +444,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             callback.io_completed(Ok(()));
             return Ok(());
         };
-        let mut batches: Vec<RecordBatch> = entries.iter().map(entry::to_batch).collect();
+        let batches: Vec<RecordBatch> = entries.iter().map(entry::to_batch).collect();
         let first = entries.first().map_or(0, |e| e.log_id.index);
         let empty = {
             let st = lock(&self.inner.state);
@@ -465,41 +493,78 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             let prev_last = st.last.replace(last);
             (expected, prev_last)
         };
-        let log = self.log();
-        let pending = match log.try_submit(&mut batches) {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => {
-                // The active segment must roll first: that takes I/O.
-                self.blocking("append", move || {
-                    log.submit(&mut batches).map_err(RaftStoreError::Log)
-                })
-                .await
-            }
-            Err(e) => Err(io::Error::from(RaftStoreError::Log(e))),
-        };
-        let pending = match pending {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing was queued: the entries are not in the log.
-                let mut st = lock(&self.inner.state);
-                st.unflushed.retain(|&i, _| i < expected);
-                st.last = prev_last;
-                return Err(e);
-            }
-        };
-        if pending.assigned().first().map(|i| i.base_offset) != Some(expected) {
+        // One submit holds at most a batch's worth of bytes (the log's limit for one
+        // unit); a larger append is several, awaited in order.
+        let max = self.inner.config.max_batch_bytes;
+        if let Some(big) = batches.iter().find(|b| b.len() > max) {
+            let mut st = lock(&self.inner.state);
+            st.unflushed.retain(|&i, _| i < expected);
+            st.last = prev_last;
             return Err(RaftStoreError::Inconsistent {
                 path: self.inner.dir.clone(),
                 reason: format!(
-                    "entry {expected} was given offset {:?}",
-                    pending.assigned().first().map(|i| i.base_offset)
+                    "an entry of {} bytes is over the raft log's batch limit of {max}",
+                    big.len()
                 ),
             }
             .into());
         }
+        let mut pendings = Vec::new();
+        let mut next = expected;
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .take_while(|b| {
+                    bytes += b.len();
+                    bytes <= max
+                })
+                .count()
+                .max(1);
+            let tail = rest.split_off(take.min(rest.len()));
+            let mut part = std::mem::replace(&mut rest, tail);
+            let count = part.len() as u64;
+            let log = self.log();
+            let pending = match log.try_submit(&mut part) {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => {
+                    // The active segment must roll first: that takes I/O.
+                    self.blocking("append", move || {
+                        log.submit(&mut part).map_err(RaftStoreError::Log)
+                    })
+                    .await
+                }
+                Err(e) => Err(io::Error::from(RaftStoreError::Log(e))),
+            };
+            let pending = match pending {
+                Ok(p) => p,
+                Err(e) if pendings.is_empty() => {
+                    // Nothing was queued: the entries are not in the log.
+                    let mut st = lock(&self.inner.state);
+                    st.unflushed.retain(|&i, _| i < expected);
+                    st.last = prev_last;
+                    return Err(e);
+                }
+                // Part was queued: the log is in an unknown state, openraft stops.
+                Err(e) => return Err(e),
+            };
+            if pending.assigned().first().map(|i| i.base_offset) != Some(next) {
+                return Err(RaftStoreError::Inconsistent {
+                    path: self.inner.dir.clone(),
+                    reason: format!(
+                        "entry {next} was given offset {:?}",
+                        pending.assigned().first().map(|i| i.base_offset)
+                    ),
+                }
+                .into());
+            }
+            next += count;
+            pendings.push(pending);
+        }
         self.inner.inflight.send_modify(|n| *n += 1);
         let completion = Completion {
-            pending,
+            pendings,
             last_index: last.index,
             callback,
         };
@@ -514,7 +579,16 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         self.wait_for_appends().await;
         let keep_below = last_log_id.as_ref().map_or(0, |l| l.index + 1);
         let log = self.log();
-        let cut = if keep_below < log.next_offset() {
+        let cut = if keep_below <= log.earliest_offset() && keep_below < log.next_offset() {
+            // Every entry goes (a log that started past 0 without a purge, as openraft's
+            // test suite makes): start it again empty where the next entry will go.
+            drop(log);
+            let after_purged = lock(&self.inner.state)
+                .persisted
+                .purged
+                .map_or(0, |p| p.index + 1);
+            self.restart_at(keep_below.max(after_purged)).await
+        } else if keep_below < log.next_offset() {
             self.blocking("truncate", move || {
                 log.truncate_to(keep_below).map_err(RaftStoreError::Log)
             })
@@ -559,10 +633,10 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             }
             past
         };
-        let log = self.log();
         if past_end {
             self.restart_at(log_id.index + 1).await
         } else {
+            let log = self.log();
             self.blocking("purge", move || {
                 log.purge_below(log_id.index + 1)
                     .map(|_| ())
@@ -583,7 +657,7 @@ fn remove_other_logs(dir: &Path, keep: &Path) -> Result<(), RaftStoreError> {
             std::fs::remove_dir_all(&path).map_err(|e| RaftStoreError::io("remove", &path, e))?;
         }
     }
-    Ok(())
+    sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -639,5 +713,80 @@ mod tests {
         );
         assert_eq!(idx(store.try_get_log_entries(11..).await.unwrap()), [11]);
         assert!(store.try_get_log_entries(12..20).await.unwrap().is_empty());
+    }
+
+    async fn flushed(store: &mut RaftLogStore, entries: Vec<Entry>) {
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saved_vote_comes_after_the_appends_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftLogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        for round in 0..20u64 {
+            let (tx, mut rx) = TypeConfig::oneshot();
+            store
+                .append((round * 5..round * 5 + 5).map(entry), IOFlushed::signal(tx))
+                .await
+                .unwrap();
+            store.save_vote(&Vote::new(round + 1, 1)).await.unwrap();
+            // openraft takes the vote's flush as the flush of everything before it.
+            assert!(
+                matches!(rx.try_recv(), Ok(Ok(()))),
+                "round {round}: the vote was saved before the appends were durable"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_larger_than_a_segment_is_split_into_several_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 256 << 10,
+            ..LogConfig::default()
+        };
+        let mut store = RaftLogStore::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        let big = |i: u64| Entry {
+            log_id: LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                i,
+            ),
+            payload: EntryPayload::Normal(crate::Command::Append(vec![i as u8; 200 << 10])),
+        };
+        flushed(&mut store, (0..12).map(big).collect()).await;
+        drop(store);
+        let mut store = RaftLogStore::open(dir.path(), config).await.unwrap();
+        let got = store.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(got, (0..12).map(big).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_started_past_zero_reopens_and_can_be_cut_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftLogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        flushed(&mut store, (5..9).map(entry).collect()).await;
+        drop(store);
+        let mut store = RaftLogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(entry(8).log_id));
+        assert_eq!(store.try_get_log_entries(0..).await.unwrap().len(), 4);
+        store.truncate_after(None).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
+        flushed(&mut store, (0..2).map(entry).collect()).await;
+        assert_eq!(store.try_get_log_entries(0..).await.unwrap().len(), 2);
     }
 }

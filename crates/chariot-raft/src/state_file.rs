@@ -10,6 +10,14 @@ use serde::Serialize;
 
 use crate::error::RaftStoreError;
 
+/// Makes the entries of directory `dir` (files created, renamed or removed in it)
+/// durable.
+pub fn sync_dir(dir: &Path) -> Result<(), RaftStoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RaftStoreError::io("fsync", dir, e))
+}
+
 /// A file holding one serde value.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -80,9 +88,7 @@ impl StateFile {
         std::fs::rename(&tmp, &self.path).map_err(|e| RaftStoreError::io("rename", &tmp, e))?;
         if self.durable {
             if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| RaftStoreError::io("fsync", dir, e))?;
+                sync_dir(dir)?;
             }
         }
         Ok(())

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
 use crate::error::RaftStoreError;
-use crate::state_file::StateFile;
+use crate::state_file::{sync_dir, StateFile};
 use crate::{LogId, StoredMembership, TypeConfig};
 
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
@@ -144,7 +144,7 @@ impl PartitionStateMachine {
         run: Vec<Result<RecordBatch, String>>,
     ) -> Result<Vec<Response>, RaftStoreError> {
         let mut responses = Vec::with_capacity(run.len());
-        let mut to_write = Vec::new();
+        let mut to_write: Vec<RecordBatch> = Vec::new();
         let mut write_at = Vec::new();
         let present = log.next_offset();
         for item in run {
@@ -155,6 +155,20 @@ impl PartitionStateMachine {
                     continue;
                 }
             };
+            // Refusals depend only on the batch and the partition's configuration, which
+            // its replicas share: every replica refuses alike.
+            let max = log.config().max_batch_bytes;
+            if batch.record_count() == 0 {
+                responses.push(Some(Response::Refused("a batch without records".into())));
+                continue;
+            }
+            if batch.len() > max {
+                responses.push(Some(Response::Refused(format!(
+                    "a batch of {} bytes is over the partition's limit of {max}",
+                    batch.len()
+                ))));
+                continue;
+            }
             let n = u64::from(batch.record_count());
             let base = *expected_next;
             if base + n <= present {
@@ -177,7 +191,24 @@ impl PartitionStateMachine {
             *expected_next = base + n;
         }
         if !to_write.is_empty() {
-            let infos = log.append_batches(&mut to_write)?;
+            // One write holds at most a batch's worth of bytes (the log's unit limit).
+            let max = log.config().max_batch_bytes;
+            let mut infos = Vec::with_capacity(to_write.len());
+            let mut rest = to_write;
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let take = rest
+                    .iter()
+                    .take_while(|b| {
+                        bytes += b.len();
+                        bytes <= max
+                    })
+                    .count()
+                    .max(1);
+                let tail = rest.split_off(take.min(rest.len()));
+                let mut part = std::mem::replace(&mut rest, tail);
+                infos.extend(log.append_batches(&mut part)?);
+            }
             for (slot, info) in write_at.into_iter().zip(infos) {
                 if let Some(r) = responses.get_mut(slot) {
                     *r = Some(Response::Appended {
@@ -243,19 +274,25 @@ fn open_files(dir: &Path, config: LogConfig) -> Result<(Log, Checkpoint), RaftSt
         });
     }
     // Left by an install or a snapshot interrupted by a crash.
-    let keep_snapshot = snapshot_dir(dir, &cp.applied);
+    remove_stale(dir, &path, &snapshot_dir(dir, &cp.applied))?;
+    Ok((log, cp))
+}
+
+/// Deletes the partition generations and snapshots of `dir` other than `keep` and
+/// `keep_snapshot`.
+fn remove_stale(dir: &Path, keep: &Path, keep_snapshot: &Path) -> Result<(), RaftStoreError> {
     let listing = std::fs::read_dir(dir).map_err(|e| RaftStoreError::io("list", dir, e))?;
     for item in listing {
         let item = item.map_err(|e| RaftStoreError::io("list", dir, e))?;
         let name = item.file_name().to_string_lossy().into_owned();
-        let stale = (name.starts_with("partition-") && item.path() != path)
-            || (name.starts_with("snapshot-") && item.path() != keep_snapshot);
+        let path = item.path();
+        let stale = (name.starts_with("partition-") && path != keep)
+            || (name.starts_with("snapshot-") && path != keep_snapshot);
         if stale {
-            std::fs::remove_dir_all(item.path())
-                .map_err(|e| RaftStoreError::io("remove", item.path(), e))?;
+            std::fs::remove_dir_all(&path).map_err(|e| RaftStoreError::io("remove", &path, e))?;
         }
     }
-    Ok((log, cp))
+    sync_dir(dir)
 }
 
 /// Links (or, across file systems, copies) `from` to `to`.
@@ -263,9 +300,15 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), RaftStoreError> {
     if std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
-    std::fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| RaftStoreError::io("copy", from, e))
+    copy_file(from, to)
+}
+
+/// Copies `from` to `to` and makes the copy durable.
+fn copy_file(from: &Path, to: &Path) -> Result<(), RaftStoreError> {
+    std::fs::copy(from, to).map_err(|e| RaftStoreError::io("copy", from, e))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| RaftStoreError::io("fsync", to, e))
 }
 
 /// Writes the snapshot of checkpoint `cp` into `target`: the checkpoint, then the data
@@ -277,16 +320,22 @@ fn materialize(log: &Log, cp: &Checkpoint, target: &Path) -> Result<(), RaftStor
     }
     std::fs::create_dir_all(&tmp).map_err(|e| RaftStoreError::io("create directory", &tmp, e))?;
     let segments = log.segments();
-    let last = segments.len().saturating_sub(1);
-    for (i, s) in segments.iter().enumerate() {
-        if s.base_offset >= cp.partition_next && i != 0 {
-            break;
-        }
+    // The segments holding offsets below the checkpoint's end (at least the first).
+    let included = segments
+        .iter()
+        .take_while(|s| s.base_offset < cp.partition_next)
+        .count()
+        .max(1)
+        .min(segments.len());
+    for (i, s) in segments.iter().take(included).enumerate() {
         let Some(name) = s.path.file_name() else {
             continue;
         };
         let to = tmp.join(name);
-        if i < last {
+        // Earlier segments are sealed and never change: linked. The last one may be the
+        // active segment, or sealed since; either way it is copied, so that a log the
+        // snapshot is installed into never shares its writable file.
+        if i + 1 < included {
             link_or_copy(&s.path, &to)?;
         } else {
             let mut src =
@@ -300,7 +349,11 @@ fn materialize(log: &Log, cp: &Checkpoint, target: &Path) -> Result<(), RaftStor
         }
     }
     StateFile::new(&tmp, "checkpoint", true).save(cp)?;
+    sync_dir(&tmp)?;
     std::fs::rename(&tmp, target).map_err(|e| RaftStoreError::io("rename", &tmp, e))?;
+    if let Some(parent) = target.parent() {
+        sync_dir(parent)?;
+    }
     Ok(())
 }
 
@@ -312,6 +365,7 @@ fn install(
     config: LogConfig,
     from: &Path,
     generation: u64,
+    meta: &SnapshotMeta,
 ) -> Result<(Log, Checkpoint), RaftStoreError> {
     let mut cp: Checkpoint = StateFile::new(from, "checkpoint", true)
         .load()?
@@ -319,20 +373,43 @@ fn install(
             path: from.to_path_buf(),
             reason: "a snapshot without its checkpoint".into(),
         })?;
+    if cp.applied != meta.last_log_id || cp.membership != meta.last_membership {
+        return Err(RaftStoreError::Corrupt {
+            path: from.to_path_buf(),
+            reason: format!(
+                "the snapshot's checkpoint is at {:?}, its meta at {:?}",
+                cp.applied, meta.last_log_id
+            ),
+        });
+    }
     let target = partition_dir(dir, generation);
     if target.exists() {
         std::fs::remove_dir_all(&target).map_err(|e| RaftStoreError::io("remove", &target, e))?;
     }
     std::fs::create_dir_all(&target)
         .map_err(|e| RaftStoreError::io("create directory", &target, e))?;
+    let mut names = Vec::new();
     let listing = std::fs::read_dir(from).map_err(|e| RaftStoreError::io("list", from, e))?;
     for item in listing {
         let item = item.map_err(|e| RaftStoreError::io("list", from, e))?;
-        let name = item.file_name();
-        if name.to_string_lossy().ends_with(".log") {
-            link_or_copy(&item.path(), &target.join(&name))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            names.push(name);
         }
     }
+    // Names are zero-padded offsets: the last sorts last. It becomes the new log's
+    // active segment, written from now on: a copy of its own, never a link.
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let (src, dst) = (from.join(name), target.join(name));
+        if i + 1 < names.len() {
+            link_or_copy(&src, &dst)?;
+        } else {
+            copy_file(&src, &dst)?;
+        }
+    }
+    sync_dir(&target)?;
+    sync_dir(dir)?;
     let log = Log::open(&target, config)?;
     if log.next_offset() > cp.partition_next {
         log.truncate_to(cp.partition_next)?;
@@ -449,19 +526,12 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let _one = self.inner.snapshots.lock().await;
         let generation = lock(&self.inner.state).saved.generation + 1;
         let (dir, config) = (self.inner.dir.clone(), self.inner.config.clone());
-        let (log, cp) =
-            tokio::task::spawn_blocking(move || install(&dir, config, &snapshot.dir, generation))
-                .await
-                .map_err(|e| blocking_err(&self.inner.dir, e))??;
-        if cp.applied != meta.last_log_id || cp.membership != meta.last_membership {
-            return Err(io::Error::from(RaftStoreError::Corrupt {
-                path: self.inner.dir.clone(),
-                reason: format!(
-                    "the snapshot's checkpoint is at {:?}, its meta at {:?}",
-                    cp.applied, meta.last_log_id
-                ),
-            }));
-        }
+        let meta2 = meta.clone();
+        let (log, cp) = tokio::task::spawn_blocking(move || {
+            install(&dir, config, &snapshot.dir, generation, &meta2)
+        })
+        .await
+        .map_err(|e| blocking_err(&self.inner.dir, e))??;
         let previous = std::mem::replace(
             &mut *self.inner.log.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(log),
@@ -471,10 +541,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             st.now = cp.clone();
             st.saved = cp;
         }
-        let old = partition_dir(&self.inner.dir, generation - 1);
+        let (dir, keep) = (
+            self.inner.dir.clone(),
+            partition_dir(&self.inner.dir, generation),
+        );
+        let keep_snapshot = snapshot_dir(&self.inner.dir, &lock(&self.inner.state).saved.applied);
         tokio::task::spawn_blocking(move || {
             drop(previous);
-            std::fs::remove_dir_all(&old).map_err(|e| RaftStoreError::io("remove", &old, e))
+            remove_stale(&dir, &keep, &keep_snapshot)
         })
         .await
         .map_err(|e| blocking_err(&self.inner.dir, e))??;
@@ -490,13 +564,17 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             return Ok(None);
         }
         let target = snapshot_dir(&self.inner.dir, &cp.applied);
-        if !target.exists() {
-            let log = self.log();
-            let (cp2, t2) = (cp.clone(), target.clone());
-            tokio::task::spawn_blocking(move || materialize(&log, &cp2, &t2))
-                .await
-                .map_err(|e| blocking_err(&self.inner.dir, e))??;
-        }
+        let log = self.log();
+        let (cp2, t2) = (cp.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            if t2.exists() {
+                Ok(())
+            } else {
+                materialize(&log, &cp2, &t2)
+            }
+        })
+        .await
+        .map_err(|e| blocking_err(&self.inner.dir, e))??;
         Ok(Some(Snapshot {
             meta: Self::meta_of(&cp),
             snapshot: PartitionSnapshot { dir: target },
@@ -517,12 +595,15 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
         let log = self.log();
         let (cp2, t2) = (cp.clone(), target.clone());
         tokio::task::spawn_blocking(move || {
-            for d in [&old, &t2] {
-                if d.exists() {
-                    std::fs::remove_dir_all(d).map_err(|e| RaftStoreError::io("remove", d, e))?;
-                }
+            if t2.exists() {
+                std::fs::remove_dir_all(&t2).map_err(|e| RaftStoreError::io("remove", &t2, e))?;
             }
-            materialize(&log, &cp2, &t2)
+            materialize(&log, &cp2, &t2)?;
+            // The previous snapshot goes only once the new one exists.
+            if old != t2 && old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| RaftStoreError::io("remove", &old, e))?;
+            }
+            Ok::<(), RaftStoreError>(())
         })
         .await
         .map_err(|e| blocking_err(&self.inner.dir, e))??;

@@ -214,3 +214,111 @@ async fn an_installed_snapshot_has_the_same_records_offsets_and_groups() {
         "acks after the snapshot are re-applied by openraft"
     );
 }
+
+fn one_segment_config() -> LogConfig {
+    LogConfig {
+        index_max_entries: 1 << 20,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_oversized_batches_are_refused_and_large_runs_are_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = PartitionStateMachine::open(dir.path(), one_segment_config())
+        .await
+        .unwrap();
+    let empty = Entry {
+        log_id: id(1),
+        payload: EntryPayload::Normal(Command::Append(
+            RecordBatchBuilder::new().build().into_vec(),
+        )),
+    };
+    let huge = append(2, &[&"h".repeat(600 << 10)]);
+    // Ten batches of 200 KiB: two megabytes in one run, over the 1 MiB segment.
+    let mut run = vec![empty, huge];
+    for i in 3..13u64 {
+        run.push(append(i, &[&format!("{i}:{}", "x".repeat(200 << 10))]));
+    }
+    apply(&mut sm, run).await;
+    let got = records(&sm.log());
+    assert_eq!(got.len(), 10);
+    for (k, (offset, v)) in got.iter().enumerate() {
+        assert_eq!(*offset, k as u64);
+        assert!(v.starts_with(&format!("{}:", k + 3)), "{offset}");
+    }
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(id(12)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_log_shares_no_writable_file_with_its_source() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let all = history();
+    let mut leader = PartitionStateMachine::open(a.path(), one_segment_config())
+        .await
+        .unwrap();
+    apply(&mut leader, all[..8].to_vec()).await;
+    let snap = leader.build_snapshot().await.unwrap();
+    let mut follower = PartitionStateMachine::open(b.path(), one_segment_config())
+        .await
+        .unwrap();
+    follower
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    // Both go on with different entries: neither may see the other's.
+    apply(&mut follower, vec![append(9, &["follower-only"])]).await;
+    apply(&mut leader, vec![append(9, &["leader-only"])]).await;
+    let (l, f) = (records(&leader.log()), records(&follower.log()));
+    assert_eq!(l.last().unwrap().1, "leader-only");
+    assert_eq!(f.last().unwrap().1, "follower-only");
+    assert_eq!(l[..l.len() - 1], f[..f.len() - 1]);
+    drop(leader);
+    let leader = PartitionStateMachine::open(a.path(), one_segment_config())
+        .await
+        .unwrap();
+    assert_eq!(records(&leader.log()), l);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_made_again_after_the_leader_sealed_its_segment_is_still_a_copy() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = PartitionStateMachine::open(a.path(), config())
+        .await
+        .unwrap();
+    // Six batches: a sealed segment of four, the active one with two.
+    apply(
+        &mut leader,
+        (1..7).map(|i| append(i, &[&format!("a{i}")])).collect(),
+    )
+    .await;
+    let snap = leader.build_snapshot().await.unwrap();
+    // The segment that held the snapshot's end is sealed now.
+    apply(
+        &mut leader,
+        (7..12).map(|i| append(i, &[&format!("a{i}")])).collect(),
+    )
+    .await;
+    let before = records(&leader.log());
+    // As after a crash between the checkpoint and its files: made again on demand.
+    std::fs::remove_dir_all(&snap.snapshot.dir).unwrap();
+    let again = leader.get_current_snapshot().await.unwrap().unwrap();
+    let mut follower = PartitionStateMachine::open(b.path(), one_segment_config())
+        .await
+        .unwrap();
+    follower
+        .install_snapshot(&again.meta, again.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(records(&follower.log()), before[..6].to_vec());
+    apply(&mut follower, vec![append(7, &["follower-only"])]).await;
+    drop((follower, leader));
+    let leader = PartitionStateMachine::open(a.path(), config())
+        .await
+        .unwrap();
+    assert_eq!(
+        records(&leader.log()),
+        before,
+        "the follower's writes reached the leader's files"
+    );
+}

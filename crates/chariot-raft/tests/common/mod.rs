@@ -194,21 +194,35 @@ pub async fn converge(nodes: &[&Node], leader: &Node, upto: u64) -> Vec<(u64, Ve
             .await
             .unwrap();
     }
-    let expected = records(&leader.sm.log());
-    for n in nodes {
-        let got = records(&n.sm.log());
-        if got != expected {
+    // The leader's metrics may lag what it applied: a replica that holds a prefix of
+    // the leader's records is still catching up, one that differs has diverged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let expected = records(&leader.sm.log());
+        let mut behind = false;
+        for n in nodes {
+            let got = records(&n.sm.log());
+            if got == expected {
+                continue;
+            }
             let first = got.iter().zip(&expected).position(|(a, b)| a != b);
-            panic!(
-                "node {} differs from leader {}: {} records against {}, first difference at {first:?}",
-                n.id,
-                leader.id,
-                got.len(),
-                expected.len()
-            );
+            if first.is_some() || got.len() > expected.len() || std::time::Instant::now() > deadline
+            {
+                panic!(
+                    "node {} differs from leader {}: {} records against {}, first difference at {first:?}",
+                    n.id,
+                    leader.id,
+                    got.len(),
+                    expected.len()
+                );
+            }
+            behind = true;
         }
+        if !behind {
+            return expected;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    expected
 }
 
 pub fn members(nodes: &[&Node]) -> BTreeMap<u64, BasicNode> {
