@@ -84,6 +84,16 @@ pub enum BrokerError {
         /// The leader's inter-node address, if known.
         addr: Option<String>,
     },
+    /// A write asked to be on every replica (`acks=all`) is committed on a quorum but
+    /// was not confirmed by every replica in time: it is stored, at `base_offset`, and
+    /// will reach the others as they catch up; `behind` names those that had not.
+    #[error("stored at offset {base_offset} on a quorum, but replicas {behind:?} had not confirmed it within the wait (acks=all)")]
+    NotAllReplicas {
+        /// Offset of the write's first record.
+        base_offset: u64,
+        /// The replicas that had not confirmed it.
+        behind: Vec<u64>,
+    },
     /// A replicated write whose outcome is not known: it may or may not be committed
     /// (the leader lost its quorum or stopped while it was in flight).
     #[error("replication: {0}; the write may or may not have been stored")]

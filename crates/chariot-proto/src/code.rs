@@ -56,11 +56,14 @@ pub enum ErrorCode {
     /// lost its quorum while the write was in flight, so it may or may not be stored.
     /// Retrying may store it twice unless the batch carries a producer id and sequence.
     Indeterminate = 18,
+    /// A write asked to be on every replica is stored on a quorum, but not every replica
+    /// confirmed it within the wait: it is not lost, and not yet everywhere.
+    NotAllReplicas = 19,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::UnknownLog,
         ErrorCode::LogAlreadyExists,
         ErrorCode::InvalidPartitionCount,
@@ -79,6 +82,7 @@ impl ErrorCode {
         ErrorCode::DataDamaged,
         ErrorCode::InternalLog,
         ErrorCode::Indeterminate,
+        ErrorCode::NotAllReplicas,
     ];
 
     /// The numeric value sent on the wire.
@@ -108,6 +112,7 @@ impl ErrorCode {
             16 => ErrorCode::DataDamaged,
             17 => ErrorCode::InternalLog,
             18 => ErrorCode::Indeterminate,
+            19 => ErrorCode::NotAllReplicas,
             _ => return None,
         })
     }
@@ -142,6 +147,7 @@ impl ErrorCode {
             ErrorCode::DataDamaged => "data_damaged",
             ErrorCode::InternalLog => "internal_log",
             ErrorCode::Indeterminate => "indeterminate",
+            ErrorCode::NotAllReplicas => "not_all_replicas",
         }
     }
 }
@@ -164,7 +170,7 @@ mod tests {
 
     // The numbers are the protocol: this table is written out by hand so that
     // renumbering a variant fails here instead of silently breaking clients.
-    const WIRE_VALUES: [(ErrorCode, u16); 18] = [
+    const WIRE_VALUES: [(ErrorCode, u16); 19] = [
         (ErrorCode::UnknownLog, 1),
         (ErrorCode::LogAlreadyExists, 2),
         (ErrorCode::InvalidPartitionCount, 3),
@@ -183,6 +189,7 @@ mod tests {
         (ErrorCode::DataDamaged, 16),
         (ErrorCode::InternalLog, 17),
         (ErrorCode::Indeterminate, 18),
+        (ErrorCode::NotAllReplicas, 19),
     ];
 
     #[test]
@@ -198,7 +205,7 @@ mod tests {
     #[test]
     fn unassigned_values_are_unknown() {
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(19), None);
+        assert_eq!(ErrorCode::from_u16(20), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
     }
 

@@ -18,7 +18,7 @@ pub mod state_machine;
 pub use command::{Command, Response};
 pub use error::{CodecError, RaftStoreError};
 pub use log_store::RaftLogStore;
-pub use partition::RaftPartition;
+pub use partition::{Acks, RaftPartition};
 pub use state_machine::{PartitionSnapshot, PartitionStateMachine};
 
 openraft::declare_raft_types!(

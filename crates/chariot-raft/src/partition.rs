@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chariot_broker::error::BrokerError;
 use chariot_broker::partition::{AppendFuture, Appended, Entry, PartitionLog};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 
 use crate::command::{Command, Response};
@@ -15,6 +16,17 @@ use crate::TypeConfig;
 
 /// How long a publish may wait for its commit before it is answered as indeterminate.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many replicas must have a publish before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// A quorum of the replicas, durably (the default).
+    #[default]
+    Quorum,
+    /// Every current replica (voters and learners), durably, within the wait; else
+    /// [`BrokerError::NotAllReplicas`] (the write is stored on a quorum all the same).
+    All,
+}
 
 /// One replica's handle on a replicated partition. Appends work on the group's leader;
 /// elsewhere they are refused with [`BrokerError::NotLeader`] naming the leader, before
@@ -38,7 +50,67 @@ impl RaftPartition {
         &self.raft
     }
 
-    async fn append_entry(&self, entry: Entry) -> Result<Appended, BrokerError> {
+    /// Appends `entry`, answered once `acks` replicas have it (see [`Acks`]); for
+    /// [`Acks::All`] the wait for the others is at most `all_wait`.
+    pub async fn append_acks(
+        &self,
+        entry: Entry,
+        acks: Acks,
+        all_wait: Duration,
+    ) -> Result<Appended, BrokerError> {
+        let (appended, index) = self.append_entry(entry).await?;
+        if acks == Acks::All {
+            self.wait_all(index, all_wait)
+                .await
+                .map_err(|behind| BrokerError::NotAllReplicas {
+                    base_offset: appended.base_offset,
+                    behind,
+                })?;
+        }
+        Ok(appended)
+    }
+
+    /// Waits until every replica but this leader has confirmed log index `index` (a
+    /// follower confirms an entry once it is durable in its Raft log); the ids still
+    /// behind when `wait` runs out.
+    async fn wait_all(&self, index: u64, wait: Duration) -> Result<(), Vec<u64>> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let behind = {
+                let m = rx.borrow_watched();
+                let me = m.id;
+                let membership = m.membership_config.membership();
+                let replicas: Vec<u64> = membership
+                    .voter_ids()
+                    .chain(membership.learner_ids())
+                    .filter(|&id| id != me)
+                    .collect();
+                match &m.replication {
+                    // No longer the leader: nothing here can vouch for the others.
+                    None => replicas,
+                    Some(progress) => replicas
+                        .into_iter()
+                        .filter(|id| {
+                            progress
+                                .get(id)
+                                .and_then(|m| m.as_ref())
+                                .is_none_or(|l| l.index < index)
+                        })
+                        .collect(),
+                }
+            };
+            if behind.is_empty() {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(behind),
+            }
+        }
+    }
+
+    async fn append_entry(&self, entry: Entry) -> Result<(Appended, u64), BrokerError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(BrokerError::ShuttingDown);
         }
@@ -61,7 +133,9 @@ impl RaftPartition {
         };
         match outcome {
             Ok(r) => match r.data {
-                Response::Appended { base_offset, .. } => Ok(Appended { base_offset, count }),
+                Response::Appended { base_offset, .. } => {
+                    Ok((Appended { base_offset, count }, r.log_id.index))
+                }
                 Response::Refused(reason) => Err(BrokerError::InvalidBatch(reason)),
                 other => Err(BrokerError::Storage(format!(
                     "an append was answered {other:?}"
@@ -89,7 +163,7 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Broker
 
 impl PartitionLog for RaftPartition {
     fn append(&self, entry: Entry) -> AppendFuture<'_> {
-        Box::pin(self.append_entry(entry))
+        Box::pin(async move { self.append_entry(entry).await.map(|(a, _)| a) })
     }
 
     fn stop(&self) {

@@ -83,3 +83,77 @@ async fn appends_go_through_the_leader_and_followers_name_it() {
         Err(BrokerError::ShuttingDown)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_waits_for_every_replica_and_says_when_one_is_missing() {
+    use chariot_raft::Acks;
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id, &tmp.path().join(format!("n{id}")), None).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    nodes[0].raft.initialize(members(&refs)).await.unwrap();
+    let leader = leader_of(&refs).await;
+    let part = RaftPartition::new(refs.iter().find(|n| n.id == leader).unwrap().raft.clone());
+    let wait = Duration::from_secs(5);
+    let a = part
+        .append_acks(records_entry("all-up", 2), Acks::All, wait)
+        .await
+        .unwrap();
+    assert_eq!(a.base_offset, 0);
+
+    // One follower goes: a quorum remains, "all" cannot be confirmed.
+    let gone = nodes.iter().position(|n| n.id != leader).unwrap();
+    let (gone_id, dir, addr) = stop(nodes.remove(gone)).await;
+    match part
+        .append_acks(
+            records_entry("one-down", 1),
+            Acks::All,
+            Duration::from_secs(1),
+        )
+        .await
+    {
+        Err(BrokerError::NotAllReplicas {
+            base_offset,
+            behind,
+        }) => {
+            assert_eq!((base_offset, behind), (2, vec![gone_id]));
+        }
+        other => panic!("acks=all with a replica down answered {other:?}"),
+    }
+    // Stored all the same, and quorum writes go on.
+    let q = part
+        .append_acks(records_entry("quorum", 1), Acks::Quorum, wait)
+        .await
+        .unwrap();
+    assert_eq!(q.base_offset, 3);
+
+    // Back: it catches up and "all" is confirmed again.
+    nodes.push(start(gone_id, &dir, Some(&addr)).await);
+    let a = part
+        .append_acks(
+            records_entry("all-back", 1),
+            Acks::All,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.base_offset, 4);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let l = refs.iter().find(|n| n.id == leader).unwrap();
+    let all = converge(&refs, l, 0).await;
+    let values: Vec<&[u8]> = all.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(
+        values,
+        [
+            &b"all-up-0"[..],
+            b"all-up-1",
+            b"one-down-0",
+            b"quorum-0",
+            b"all-back-0"
+        ]
+    );
+}

@@ -21,6 +21,7 @@ pub fn wire_code(e: &BrokerError) -> ErrorCode {
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         BrokerError::NotLeader { .. } => ErrorCode::NotLeader,
         BrokerError::Indeterminate(_) => ErrorCode::Indeterminate,
+        BrokerError::NotAllReplicas { .. } => ErrorCode::NotAllReplicas,
         BrokerError::NoSpace | BrokerError::Storage(_) | BrokerError::Log(_) => {
             ErrorCode::StorageError
         }
@@ -54,6 +55,7 @@ pub fn http_status(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         BrokerError::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader"),
         BrokerError::Indeterminate(_) => (StatusCode::SERVICE_UNAVAILABLE, "indeterminate"),
+        BrokerError::NotAllReplicas { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_all_replicas"),
         BrokerError::Storage(_) | BrokerError::Log(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "storage")
         }
@@ -98,6 +100,10 @@ mod tests {
                 addr: None,
             },
             BrokerError::Indeterminate("leader changed".into()),
+            BrokerError::NotAllReplicas {
+                base_offset: 3,
+                behind: vec![2],
+            },
         ];
         for e in &errors {
             assert_eq!(http_status(e).1, wire_code(e).name(), "{e:?}");

@@ -64,10 +64,14 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
     let addr = listener.local_addr().unwrap().to_string();
     let groups = Groups::new();
     let g = groups.clone();
+    // The connections live in the accept task's set: aborting it (a stopped node)
+    // closes them all, as the end of a process would.
     let accept = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
             stream.set_nodelay(true).unwrap();
-            tokio::spawn(serve_connection(stream, g.clone()));
+            connections.spawn(serve_connection(stream, g.clone()));
+            while connections.try_join_next().is_some() {}
         }
     });
     let store = RaftLogStore::open(dir.join("raft"), raft_log_config())
