@@ -48,6 +48,27 @@ fn payload_hint(p: &EntryPayload<Command, u64, openraft::impls::BasicNode>) -> u
     }
 }
 
+/// Splits `batches` into consecutive pieces of at most `max` bytes each (a piece of one
+/// batch may be larger), in order: chariot-log appends one piece as one unit, and a
+/// unit holds at most its `max_batch_bytes`.
+pub(crate) fn split_by_bytes(batches: Vec<RecordBatch>, max: usize) -> Vec<Vec<RecordBatch>> {
+    let mut pieces = Vec::new();
+    let mut piece = Vec::new();
+    let mut bytes = 0;
+    for b in batches {
+        if !piece.is_empty() && bytes + b.len() > max {
+            pieces.push(std::mem::take(&mut piece));
+            bytes = 0;
+        }
+        bytes += b.len();
+        piece.push(b);
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
 /// Decodes the entry a batch read back from the log holds.
 pub fn from_batch(batch: &RecordBatch) -> Result<Entry, CodecError> {
     let index = batch.base_offset();
@@ -108,6 +129,33 @@ mod tests {
     fn at(mut batch: RecordBatch, index: u64) -> RecordBatch {
         batch.set_base_offset(index);
         batch
+    }
+
+    fn batch_of(value_len: usize) -> RecordBatch {
+        let mut b = RecordBatchBuilder::new();
+        b.push(&Record::value(vec![7u8; value_len]));
+        b.build()
+    }
+
+    #[test]
+    fn splits_keep_order_and_stay_under_the_limit_but_for_single_large_batches() {
+        let batches: Vec<RecordBatch> = [10, 10, 10, 500, 10].into_iter().map(batch_of).collect();
+        let lens: Vec<usize> = batches.iter().map(RecordBatch::len).collect();
+        let max = lens[0] * 2;
+        let pieces: Vec<Vec<usize>> = split_by_bytes(batches, max)
+            .iter()
+            .map(|p| p.iter().map(RecordBatch::len).collect())
+            .collect();
+        assert_eq!(
+            pieces,
+            vec![
+                vec![lens[0], lens[1]],
+                vec![lens[2]],
+                vec![lens[3]],
+                vec![lens[4]]
+            ]
+        );
+        assert!(split_by_bytes(Vec::new(), max).is_empty());
     }
 
     #[test]

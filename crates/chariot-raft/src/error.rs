@@ -72,3 +72,21 @@ impl From<RaftStoreError> for std::io::Error {
         std::io::Error::new(kind, e)
     }
 }
+
+/// Runs `f` on tokio's blocking pool (file I/O, fsyncs, joins of a log's threads), as
+/// openraft's storage traits want it: an `io::Error`, naming `dir` if the task itself
+/// failed.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    dir: &std::path::Path,
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
+) -> Result<T, std::io::Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(std::io::Error::from),
+        Err(e) => Err(std::io::Error::from(RaftStoreError::io(
+            op,
+            dir,
+            std::io::Error::other(e),
+        ))),
+    }
+}

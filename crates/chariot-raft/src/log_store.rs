@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::entry;
-use crate::error::RaftStoreError;
+use crate::error::{run_blocking, RaftStoreError};
 use crate::state_file::{sync_dir, StateFile};
 use crate::{Entry, LogId, TypeConfig, Vote};
 
@@ -82,6 +82,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `raft-state`: the vote and the purged id, fsynced.
+fn persisted_file(dir: &Path) -> StateFile {
+    StateFile::new(dir, "raft-state", true)
+}
+
+/// `committed`: the committed id, a hint, not fsynced.
+fn committed_file(dir: &Path) -> StateFile {
+    StateFile::new(dir, "committed", false)
+}
+
 fn log_dir(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("log-{first:020}"))
 }
@@ -106,8 +116,8 @@ impl RaftLogStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let (inflight, _) = watch::channel(0usize);
         let inner = Arc::new(Inner {
-            persisted_file: StateFile::new(&dir, "raft-state", true),
-            committed_file: StateFile::new(&dir, "committed", false),
+            persisted_file: persisted_file(&dir),
+            committed_file: committed_file(&dir),
             dir,
             config,
             log: RwLock::new(Arc::new(log)),
@@ -143,14 +153,7 @@ impl RaftLogStore {
         op: &'static str,
         f: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
     ) -> Result<T, io::Error> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(r) => r.map_err(io::Error::from),
-            Err(e) => Err(io::Error::from(RaftStoreError::io(
-                op,
-                &self.inner.dir,
-                io::Error::other(e),
-            ))),
-        }
+        run_blocking(&self.inner.dir, op, f).await
     }
 
     /// Replaces the log with an empty one whose first entry will be `first`, in a new
@@ -194,11 +197,9 @@ type Opened = (Log, Persisted, Option<LogId>, Option<LogId>);
 /// The blocking part of [`RaftLogStore::open`].
 fn open_files(dir: &Path, config: LogConfig) -> Result<Opened, RaftStoreError> {
     std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::io("create directory", dir, e))?;
-    let persisted: Persisted = StateFile::new(dir, "raft-state", true)
-        .load()?
-        .unwrap_or_default();
+    let persisted: Persisted = persisted_file(dir).load()?.unwrap_or_default();
     // The committed id is a hint: a damaged one is dropped, never trusted.
-    let committed = StateFile::new(dir, "committed", false)
+    let committed = committed_file(dir)
         .load::<Option<LogId>>()
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the saved committed id");
@@ -511,19 +512,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         }
         let mut pendings = Vec::new();
         let mut next = expected;
-        let mut rest = batches;
-        while !rest.is_empty() {
-            let mut bytes = 0;
-            let take = rest
-                .iter()
-                .take_while(|b| {
-                    bytes += b.len();
-                    bytes <= max
-                })
-                .count()
-                .max(1);
-            let tail = rest.split_off(take.min(rest.len()));
-            let mut part = std::mem::replace(&mut rest, tail);
+        for mut part in entry::split_by_bytes(batches, max) {
             let count = part.len() as u64;
             let log = self.log();
             let pending = match log.try_submit(&mut part) {

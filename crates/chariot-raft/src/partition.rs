@@ -8,7 +8,7 @@ use std::time::Duration;
 use chariot_broker::error::BrokerError;
 use chariot_broker::partition::{AppendFuture, Appended, Entry, PartitionLog};
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 
 use crate::command::{Command, Response};
 use crate::network::PartitionRaft;
@@ -115,10 +115,7 @@ impl RaftPartition {
             return Err(BrokerError::ShuttingDown);
         }
         if let Err(f) = self.raft.as_leader() {
-            return Err(BrokerError::NotLeader {
-                leader: f.leader_id,
-                addr: f.leader_node.map(|n| n.addr),
-            });
+            return Err(not_leader(f));
         }
         let batch = entry.into_batch();
         let count = batch.record_count();
@@ -146,13 +143,18 @@ impl RaftPartition {
     }
 }
 
+/// Where to send a write this replica cannot take.
+fn not_leader(f: ForwardToLeader<TypeConfig>) -> BrokerError {
+    BrokerError::NotLeader {
+        leader: f.leader_id,
+        addr: f.leader_node.map(|n| n.addr),
+    }
+}
+
 fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> BrokerError {
     match e {
         // Refused before its entry was appended: nothing was written.
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => BrokerError::NotLeader {
-            leader: f.leader_id,
-            addr: f.leader_node.map(|n| n.addr),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
             BrokerError::Indeterminate(format!("leadership moved to {:?}", f.leader_id))
         }

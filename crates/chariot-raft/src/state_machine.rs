@@ -28,7 +28,8 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
-use crate::error::RaftStoreError;
+use crate::entry::split_by_bytes;
+use crate::error::{run_blocking, RaftStoreError};
 use crate::state_file::{sync_dir, StateFile};
 use crate::{LogId, StoredMembership, TypeConfig};
 
@@ -83,6 +84,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The checkpoint of a state machine's directory, or of a snapshot's.
+fn checkpoint_file(dir: &Path) -> StateFile {
+    StateFile::new(dir, "checkpoint", true)
+}
+
 fn partition_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("partition-{generation:020}"))
 }
@@ -97,10 +103,6 @@ fn snapshot_dir(dir: &Path, applied: &Option<LogId>) -> PathBuf {
     }
 }
 
-fn blocking_err(dir: &Path, e: tokio::task::JoinError) -> io::Error {
-    io::Error::from(RaftStoreError::io("run", dir, io::Error::other(e)))
-}
-
 impl PartitionStateMachine {
     /// Opens (creating if needed) the state machine in `dir`; `config` is the partition
     /// log's configuration. Must be called inside a tokio runtime.
@@ -112,7 +114,7 @@ impl PartitionStateMachine {
             .map_err(|e| RaftStoreError::io("open", &dir, io::Error::other(e)))??;
         Ok(Self {
             inner: Arc::new(Inner {
-                checkpoint_file: StateFile::new(&dir, "checkpoint", true),
+                checkpoint_file: checkpoint_file(&dir),
                 dir,
                 config,
                 log: RwLock::new(Arc::new(log)),
@@ -192,21 +194,8 @@ impl PartitionStateMachine {
         }
         if !to_write.is_empty() {
             // One write holds at most a batch's worth of bytes (the log's unit limit).
-            let max = log.config().max_batch_bytes;
             let mut infos = Vec::with_capacity(to_write.len());
-            let mut rest = to_write;
-            while !rest.is_empty() {
-                let mut bytes = 0;
-                let take = rest
-                    .iter()
-                    .take_while(|b| {
-                        bytes += b.len();
-                        bytes <= max
-                    })
-                    .count()
-                    .max(1);
-                let tail = rest.split_off(take.min(rest.len()));
-                let mut part = std::mem::replace(&mut rest, tail);
+            for mut part in split_by_bytes(to_write, log.config().max_batch_bytes) {
                 infos.extend(log.append_batches(&mut part)?);
             }
             for (slot, info) in write_at.into_iter().zip(infos) {
@@ -231,12 +220,11 @@ impl PartitionStateMachine {
         cp.snapshot = true;
         let file = self.inner.checkpoint_file.clone();
         let cp2 = cp.clone();
-        tokio::task::spawn_blocking(move || {
+        run_blocking(&self.inner.dir, "run", move || {
             log.flush()?;
             file.save(&cp2)
         })
-        .await
-        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        .await?;
         lock(&self.inner.state).saved = cp.clone();
         Ok(cp)
     }
@@ -259,7 +247,7 @@ fn log_dir_of(log: &Log) -> PathBuf {
 /// The blocking part of [`PartitionStateMachine::open`].
 fn open_files(dir: &Path, config: LogConfig) -> Result<(Log, Checkpoint), RaftStoreError> {
     std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::io("create directory", dir, e))?;
-    let file = StateFile::new(dir, "checkpoint", true);
+    let file = checkpoint_file(dir);
     let cp: Checkpoint = file.load()?.unwrap_or_default();
     let path = partition_dir(dir, cp.generation);
     let log = Log::open(&path, config)?;
@@ -348,7 +336,7 @@ fn materialize(log: &Log, cp: &Checkpoint, target: &Path) -> Result<(), RaftStor
                 .map_err(|e| RaftStoreError::io("fsync", &to, e))?;
         }
     }
-    StateFile::new(&tmp, "checkpoint", true).save(cp)?;
+    checkpoint_file(&tmp).save(cp)?;
     sync_dir(&tmp)?;
     std::fs::rename(&tmp, target).map_err(|e| RaftStoreError::io("rename", &tmp, e))?;
     if let Some(parent) = target.parent() {
@@ -367,12 +355,13 @@ fn install(
     generation: u64,
     meta: &SnapshotMeta,
 ) -> Result<(Log, Checkpoint), RaftStoreError> {
-    let mut cp: Checkpoint = StateFile::new(from, "checkpoint", true)
-        .load()?
-        .ok_or_else(|| RaftStoreError::Corrupt {
-            path: from.to_path_buf(),
-            reason: "a snapshot without its checkpoint".into(),
-        })?;
+    let mut cp: Checkpoint =
+        checkpoint_file(from)
+            .load()?
+            .ok_or_else(|| RaftStoreError::Corrupt {
+                path: from.to_path_buf(),
+                reason: "a snapshot without its checkpoint".into(),
+            })?;
     if cp.applied != meta.last_log_id || cp.membership != meta.last_membership {
         return Err(RaftStoreError::Corrupt {
             path: from.to_path_buf(),
@@ -425,7 +414,7 @@ fn install(
     }
     cp.generation = generation;
     cp.snapshot = true;
-    StateFile::new(dir, "checkpoint", true).save(&cp)?;
+    checkpoint_file(dir).save(&cp)?;
     Ok((log, cp))
 }
 
@@ -470,11 +459,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     .collect();
                 let log = self.log();
                 let mut expected = lock(&self.inner.state).now.partition_next;
-                let (responses, expected) = tokio::task::spawn_blocking(move || {
+                let (responses, expected) = run_blocking(&self.inner.dir, "run", move || {
                     Self::append_run(&log, &mut expected, run).map(|r| (r, expected))
                 })
-                .await
-                .map_err(|e| blocking_err(&self.inner.dir, e))??;
+                .await?;
                 let mut st = lock(&self.inner.state);
                 st.now.partition_next = expected;
                 for ((entry, responder), response) in items.drain(i..run_end).zip(responses) {
@@ -527,11 +515,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let generation = lock(&self.inner.state).saved.generation + 1;
         let (dir, config) = (self.inner.dir.clone(), self.inner.config.clone());
         let meta2 = meta.clone();
-        let (log, cp) = tokio::task::spawn_blocking(move || {
+        let (log, cp) = run_blocking(&self.inner.dir, "run", move || {
             install(&dir, config, &snapshot.dir, generation, &meta2)
         })
-        .await
-        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        .await?;
         let previous = std::mem::replace(
             &mut *self.inner.log.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(log),
@@ -546,12 +533,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             partition_dir(&self.inner.dir, generation),
         );
         let keep_snapshot = snapshot_dir(&self.inner.dir, &lock(&self.inner.state).saved.applied);
-        tokio::task::spawn_blocking(move || {
+        run_blocking(&self.inner.dir, "run", move || {
             drop(previous);
             remove_stale(&dir, &keep, &keep_snapshot)
         })
-        .await
-        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        .await?;
         Ok(())
     }
 
@@ -566,15 +552,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let target = snapshot_dir(&self.inner.dir, &cp.applied);
         let log = self.log();
         let (cp2, t2) = (cp.clone(), target.clone());
-        tokio::task::spawn_blocking(move || {
+        run_blocking(&self.inner.dir, "run", move || {
             if t2.exists() {
                 Ok(())
             } else {
                 materialize(&log, &cp2, &t2)
             }
         })
-        .await
-        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        .await?;
         Ok(Some(Snapshot {
             meta: Self::meta_of(&cp),
             snapshot: PartitionSnapshot { dir: target },
@@ -594,7 +579,7 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
         let target = snapshot_dir(&self.inner.dir, &cp.applied);
         let log = self.log();
         let (cp2, t2) = (cp.clone(), target.clone());
-        tokio::task::spawn_blocking(move || {
+        run_blocking(&self.inner.dir, "run", move || {
             if t2.exists() {
                 std::fs::remove_dir_all(&t2).map_err(|e| RaftStoreError::io("remove", &t2, e))?;
             }
@@ -605,8 +590,7 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
             }
             Ok::<(), RaftStoreError>(())
         })
-        .await
-        .map_err(|e| blocking_err(&self.inner.dir, e))??;
+        .await?;
         Ok(Snapshot {
             meta: Self::meta_of(&cp),
             snapshot: PartitionSnapshot { dir: target },

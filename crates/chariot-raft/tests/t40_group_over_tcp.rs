@@ -21,13 +21,8 @@ use openraft::impls::BasicNode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_agree_survive_a_leader_loss_and_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start(id, &tmp.path().join(format!("n{id}")), None).await);
-    }
+    let (mut nodes, leader) = start_three(tmp.path()).await;
     let refs: Vec<&Node> = nodes.iter().collect();
-    nodes[0].raft.initialize(members(&refs)).await.unwrap();
-    let leader = leader_of(&refs).await;
     let l = refs.iter().find(|n| n.id == leader).unwrap();
     let (offsets, upto) = publish(&l.raft, "a", 60).await;
     // Dense, in order of the answers' offsets.
@@ -59,13 +54,8 @@ async fn three_replicas_agree_survive_a_leader_loss_and_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_after_a_purge_gets_a_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start(id, &tmp.path().join(format!("n{id}")), None).await);
-    }
+    let (nodes, leader) = start_three(tmp.path()).await;
     let refs: Vec<&Node> = nodes.iter().collect();
-    nodes[0].raft.initialize(members(&refs)).await.unwrap();
-    let leader = leader_of(&refs).await;
     let l = refs.iter().find(|n| n.id == leader).unwrap();
     let (_, upto) = publish(&l.raft, "a", 40).await;
     converge(&refs, l, upto).await;

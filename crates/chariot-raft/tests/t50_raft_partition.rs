@@ -29,13 +29,8 @@ fn records_entry(tag: &str, n: usize) -> Entry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_go_through_the_leader_and_followers_name_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start(id, &tmp.path().join(format!("n{id}")), None).await);
-    }
+    let (nodes, leader) = start_three(tmp.path()).await;
     let refs: Vec<&Node> = nodes.iter().collect();
-    nodes[0].raft.initialize(members(&refs)).await.unwrap();
-    let leader = leader_of(&refs).await;
     let parts: Vec<(u64, RaftPartition)> = nodes
         .iter()
         .map(|n| (n.id, RaftPartition::new(n.raft.clone())))
@@ -90,13 +85,8 @@ async fn acks_all_waits_for_every_replica_and_says_when_one_is_missing() {
     use std::time::Duration;
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start(id, &tmp.path().join(format!("n{id}")), None).await);
-    }
+    let (mut nodes, leader) = start_three(tmp.path()).await;
     let refs: Vec<&Node> = nodes.iter().collect();
-    nodes[0].raft.initialize(members(&refs)).await.unwrap();
-    let leader = leader_of(&refs).await;
     let part = RaftPartition::new(refs.iter().find(|n| n.id == leader).unwrap().raft.clone());
     let wait = Duration::from_secs(5);
     let a = part

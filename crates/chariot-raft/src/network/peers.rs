@@ -68,10 +68,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn unreachable(e: &io::Error) -> RPCError<TypeConfig> {
-    RPCError::Unreachable(Unreachable::new(e))
-}
-
 impl Peers {
     /// No peers yet.
     pub fn new() -> Self {
@@ -224,6 +220,22 @@ impl Peers {
             .map_err(|e| io::Error::other(format!("node {target}: {e}")))
     }
 
+    /// [`Peers::rpc`] for openraft: a peer that cannot be asked, or that cannot answer
+    /// (its group gone, its Raft stopped), is unreachable for now; openraft backs off
+    /// and retries.
+    async fn raft_rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        kind: Kind,
+        group: GroupId,
+        req: &Req,
+        option: RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        self.rpc(target, kind, group, req, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
     async fn send_snapshot(
         &self,
         target: u64,
@@ -313,9 +325,8 @@ impl GroupRouter<TypeConfig, GroupId> for Peers {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(target, Kind::Append, group_id, &rpc, option.hard_ttl())
+        self.raft_rpc(target, Kind::Append, group_id, &rpc, option)
             .await
-            .map_err(|e| unreachable(&e))
     }
 
     async fn vote(
@@ -325,9 +336,8 @@ impl GroupRouter<TypeConfig, GroupId> for Peers {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(target, Kind::Vote, group_id, &rpc, option.hard_ttl())
+        self.raft_rpc(target, Kind::Vote, group_id, &rpc, option)
             .await
-            .map_err(|e| unreachable(&e))
     }
 
     async fn pre_vote(
@@ -337,9 +347,8 @@ impl GroupRouter<TypeConfig, GroupId> for Peers {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(target, Kind::PreVote, group_id, &rpc, option.hard_ttl())
+        self.raft_rpc(target, Kind::PreVote, group_id, &rpc, option)
             .await
-            .map_err(|e| unreachable(&e))
     }
 
     async fn full_snapshot(
@@ -366,14 +375,7 @@ impl GroupRouter<TypeConfig, GroupId> for Peers {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(
-            target,
-            Kind::TransferLeader,
-            group_id,
-            &req,
-            option.hard_ttl(),
-        )
-        .await
-        .map_err(|e| unreachable(&e))
+        self.raft_rpc(target, Kind::TransferLeader, group_id, &req, option)
+            .await
     }
 }

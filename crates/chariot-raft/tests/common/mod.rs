@@ -229,6 +229,19 @@ pub async fn converge(nodes: &[&Node], leader: &Node, upto: u64) -> Vec<(u64, Ve
     }
 }
 
+/// Starts nodes 1..=3 under `tmp`, initializes their group, and waits for a leader;
+/// returns the nodes and the leader's id.
+pub async fn start_three(tmp: &Path) -> (Vec<Node>, u64) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id, &tmp.join(format!("n{id}")), None).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    nodes[0].raft.initialize(members(&refs)).await.unwrap();
+    let leader = leader_of(&refs).await;
+    (nodes, leader)
+}
+
 pub fn members(nodes: &[&Node]) -> BTreeMap<u64, BasicNode> {
     nodes
         .iter()
