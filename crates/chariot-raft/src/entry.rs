@@ -169,10 +169,11 @@ mod tests {
                 i,
             )
         };
-        let members: BTreeMap<u64, openraft::impls::BasicNode> = [(1, "a:1"), (2, "b:2")]
-            .into_iter()
-            .map(|(i, a)| (i, openraft::impls::BasicNode { addr: a.into() }))
-            .collect();
+        let members: BTreeMap<u64, openraft::impls::BasicNode> =
+            [(1, "127.0.0.1:7971"), (2, "127.0.0.1:7972")]
+                .into_iter()
+                .map(|(i, a)| (i, openraft::impls::BasicNode { addr: a.into() }))
+                .collect();
         let membership = Membership::new(vec![BTreeSet::from([1, 2])], members).unwrap();
         for e in [
             Entry {
