@@ -33,7 +33,7 @@ from chariot_client import Connection, Http
 
 REPO = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("CHARIOT_BIN", REPO / "target" / "release" / "chariot"))
-READY = re.compile(r"^chariot listening tcp=(\d+\.\d+\.\d+\.\d+):(\d+) http=(\d+\.\d+\.\d+\.\d+):(\d+)(?: chariots=(\d+\.\d+\.\d+\.\d+):(\d+))?$")
+READY = re.compile(r"^chariot listening tcp=(\d+\.\d+\.\d+\.\d+):(\d+) http=(\d+\.\d+\.\d+\.\d+):(\d+)(?: chariots=(\d+\.\d+\.\d+\.\d+):(\d+))?(?: cluster=(\d+\.\d+\.\d+\.\d+):(\d+))?$")
 # Liveness bounds only: how long to wait before declaring a hang. No test asserts speed.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -218,6 +218,17 @@ class ServerPool:
 def make_server(request):
     pool = ServerPool(request)
     yield pool.new
+    pool.finish()
+
+
+@pytest.fixture
+def make_cluster(request):
+    """A factory of clusters of real processes on 127.0.0.1 (see ``cluster.py``); every
+    node is checked and stopped after the test like any server."""
+    from cluster import Cluster
+
+    pool = ServerPool(request)
+    yield lambda n=3, *extra: Cluster(pool, n, list(extra))
     pool.finish()
 
 

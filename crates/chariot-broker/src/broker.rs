@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{BrokerError, Result};
 use crate::groups::{GroupKey, OffsetStore};
 use crate::names;
-use crate::partition::{Appended, Entry, NewRecord};
+use crate::partition::{Acks, Appended, Catalog, Entry, NewRecord, PartitionLog};
 use crate::registry::{Kind, LogEntry, Registry};
 use crate::scrub::{ScrubConfig, Scrubber};
 
@@ -166,6 +166,8 @@ pub struct Broker {
     scrubber: Mutex<Option<Scrubber>>,
     /// Taken out at shutdown, after which group operations fail with `ShuttingDown`.
     offsets: std::sync::Mutex<Option<Arc<OffsetStore>>>,
+    /// Where user logs are created and deleted when this node is in a cluster.
+    catalog: std::sync::OnceLock<Arc<dyn Catalog>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -192,6 +194,7 @@ impl Broker {
             registry,
             scrubber: Mutex::new(None),
             offsets: std::sync::Mutex::new(Some(Arc::new(offsets))),
+            catalog: std::sync::OnceLock::new(),
         })
     }
 
@@ -246,10 +249,45 @@ impl Broker {
         Ok(())
     }
 
-    /// Creates a log with `partitions` partitions.
+    /// Creates a log with `partitions` partitions (through the cluster's catalog when
+    /// there is one).
     pub async fn create_log(&self, name: &str, partitions: u32) -> Result<()> {
         self.refuse_internal(name)?;
-        self.create(name, partitions, Kind::User).await
+        match self.catalog.get() {
+            Some(catalog) => {
+                check_new_log(name, partitions)?;
+                catalog.create_log(name, partitions).await
+            }
+            None => self.create(name, partitions, Kind::User).await,
+        }
+    }
+
+    /// Hands user logs' creates and deletes to `catalog` from now on (a cluster node);
+    /// false if a catalog was set already.
+    pub fn set_catalog(&self, catalog: Arc<dyn Catalog>) -> bool {
+        self.catalog.set(catalog).is_ok()
+    }
+
+    /// Lists replicated log `name`, whose partitions on this node are `partitions` (the
+    /// catalog calls it once the log exists); its reads and appends go to them.
+    pub fn attach_log(&self, name: &str, partitions: Vec<Arc<dyn PartitionLog>>) -> Result<()> {
+        if partitions.is_empty() || partitions.len() > MAX_PARTITIONS as usize {
+            return Err(BrokerError::InvalidPartitionCount {
+                requested: partitions.len() as u32,
+            });
+        }
+        self.registry.attach(name, partitions)?;
+        tracing::info!(log = name, "replicated log listed");
+        Ok(())
+    }
+
+    /// Takes replicated log `name` out of the listing, with its consumer groups (the
+    /// catalog calls it once the log is deleted).
+    pub async fn detach_log(&self, name: &str) -> Result<()> {
+        self.registry.detach(name)?;
+        self.offsets()?.delete_log(name).await?;
+        tracing::info!(log = name, "replicated log unlisted");
+        Ok(())
     }
 
     /// Creates the internal log unless it exists, exempt from retention (its history is
@@ -263,12 +301,7 @@ impl Broker {
     }
 
     async fn create(&self, name: &str, partitions: u32, kind: Kind) -> Result<()> {
-        if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(BrokerError::InvalidPartitionCount {
-                requested: partitions,
-            });
-        }
-        names::validate(name)?;
+        check_new_log(name, partitions)?;
         self.registry.create(name, partitions, kind).await?;
         tracing::info!(log = name, partitions, "log created");
         Ok(())
@@ -286,6 +319,9 @@ impl Broker {
     /// taken away, the log stays listed and readable.
     pub async fn delete_log(&self, name: &str) -> Result<()> {
         self.refuse_internal(name)?;
+        if let Some(catalog) = self.catalog.get() {
+            return catalog.delete_log(name).await;
+        }
         self.registry.delete(name).await?;
         self.offsets()?.delete_log(name).await?;
         tracing::info!(log = name, "log deleted");
@@ -318,14 +354,14 @@ impl Broker {
                 .collect();
             partitions.push(PartitionInfo {
                 partition: i as u32,
-                earliest_offset: p.log.earliest_offset(),
-                next_offset: p.log.next_offset(),
-                size_bytes: p.log.size_bytes(),
-                segments: p.log.segments().len(),
+                earliest_offset: p.log().earliest_offset(),
+                next_offset: p.log().next_offset(),
+                size_bytes: p.log().size_bytes(),
+                segments: p.log().segments().len(),
                 groups,
-                damage: p.log.damage().map(ToString::to_string),
+                damage: p.log().damage().map(ToString::to_string),
                 sealed_damage: p
-                    .log
+                    .log()
                     .sealed_damage()
                     .iter()
                     .map(ToString::to_string)
@@ -353,10 +389,10 @@ impl Broker {
                     read_only,
                 };
                 // Read-only is the partition's state: damage in its active segment.
-                let read_only = p.log.damage().is_some();
-                out.extend(p.log.damage().map(|d| place(d.to_string(), read_only)));
+                let read_only = p.log().damage().is_some();
+                out.extend(p.log().damage().map(|d| place(d.to_string(), read_only)));
                 out.extend(
-                    p.log
+                    p.log()
                         .sealed_damage()
                         .iter()
                         .map(|d| place(d.to_string(), read_only)),
@@ -378,8 +414,20 @@ impl Broker {
         partition: u32,
         records: Vec<NewRecord>,
     ) -> Result<Appended> {
+        self.publish_acks(log, partition, records, Acks::Quorum)
+            .await
+    }
+
+    /// [`Broker::publish`], acknowledged once `acks` copies hold the records.
+    pub async fn publish_acks(
+        &self,
+        log: &str,
+        partition: u32,
+        records: Vec<NewRecord>,
+        acks: Acks,
+    ) -> Result<Appended> {
         self.refuse_internal(log)?;
-        self.publish_unchecked(log, partition, records).await
+        self.publish_unchecked(log, partition, records, acks).await
     }
 
     /// [`Broker::publish`] to an internal log, for the service that owns it.
@@ -389,7 +437,8 @@ impl Broker {
         partition: u32,
         records: Vec<NewRecord>,
     ) -> Result<Appended> {
-        self.publish_unchecked(log, partition, records).await
+        self.publish_unchecked(log, partition, records, Acks::Quorum)
+            .await
     }
 
     async fn publish_unchecked(
@@ -397,6 +446,7 @@ impl Broker {
         log: &str,
         partition: u32,
         records: Vec<NewRecord>,
+        acks: Acks,
     ) -> Result<Appended> {
         if records.is_empty() {
             return Err(BrokerError::Empty);
@@ -413,7 +463,7 @@ impl Broker {
         entry
             .partition(partition)?
             .writer
-            .append(Entry::Records(records))
+            .append_acks(Entry::Records(records), acks)
             .await
     }
 
@@ -472,7 +522,7 @@ impl Broker {
         // A reply must fit the protocol's frame: whole batches up to the batch limit
         // (one batch is never larger), whatever the client asked for.
         let r = p
-            .log
+            .log()
             .read(offset, max_bytes.min(self.config.log.max_batch_bytes))?;
         Ok(RangeRead {
             earliest_offset: r.log_earliest,
@@ -510,7 +560,7 @@ impl Broker {
         while out.len() < limit && bytes < max_bytes {
             // A damaged batch ends a read that already has records (the next read,
             // starting at it, reports the damage).
-            let r = match p.log.read(at, 1 << 20) {
+            let r = match p.log().read(at, 1 << 20) {
                 Ok(r) => r,
                 Err(_) if !out.is_empty() => break,
                 Err(e) => return Err(e.into()),
@@ -543,11 +593,11 @@ impl Broker {
         let p = entry.partition(partition)?;
         let committed = self.offsets()?.get(&group_key(log, partition, group));
         // A group left behind by retention resumes at the earliest retained record.
-        let at = committed.max(p.log.earliest_offset());
-        if at >= p.log.next_offset() {
+        let at = committed.max(p.log().earliest_offset());
+        if at >= p.log().next_offset() {
             return Err(BrokerError::NoData);
         }
-        let r = p.log.read(at, 1)?;
+        let r = p.log().read(at, 1)?;
         let found = r
             .batches()
             .flat_map(|b| {
@@ -563,7 +613,7 @@ impl Broker {
     pub async fn ack(&self, log: &str, partition: u32, group: &str) -> Result<u64> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
-        let (floor, end) = (p.log.earliest_offset(), p.log.next_offset());
+        let (floor, end) = (p.log().earliest_offset(), p.log().next_offset());
         self.offsets()?
             .advance(group_key(log, partition, group), floor, end)
             .await
@@ -603,6 +653,16 @@ impl Broker {
         }
         tracing::info!("broker closed");
     }
+}
+
+/// A name and partition count a new log may have.
+fn check_new_log(name: &str, partitions: u32) -> Result<()> {
+    if partitions == 0 || partitions > MAX_PARTITIONS {
+        return Err(BrokerError::InvalidPartitionCount {
+            requested: partitions,
+        });
+    }
+    names::validate(name)
 }
 
 fn group_key(log: &str, partition: u32, group: &str) -> GroupKey {

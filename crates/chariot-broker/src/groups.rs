@@ -75,8 +75,8 @@ impl OffsetStore {
     /// Replays (and if large, compacts) the offsets log. Blocking.
     pub(crate) fn open(registry: &Registry) -> Result<Self> {
         let mut entry = registry.open_system(OFFSETS_LOG)?;
-        let offsets = replay(&entry.partition(0)?.log)?;
-        let log = &entry.partition(0)?.log;
+        let offsets = replay(&entry.partition(0)?.log())?;
+        let log = &entry.partition(0)?.log();
         // A damaged log is never compacted: compaction would replace the files an
         // operator has to repair. (Its damage is listed in `/health` like any other.)
         if log.size_bytes() > COMPACT_ABOVE_BYTES && log.damage().is_none() {

@@ -36,5 +36,5 @@ pub use broker::{
     RangeRead, StoredRecord, LOST_HEADER, MAX_PARTITIONS,
 };
 pub use error::{BrokerError, Result};
-pub use partition::{now_ms, Appended, NewRecord};
+pub use partition::{now_ms, Acks, Appended, NewRecord};
 pub use scrub::ScrubConfig;

@@ -110,6 +110,18 @@ impl Entry {
     }
 }
 
+/// How many copies of a partition must hold a publish before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Acks {
+    /// A quorum of the replicas, durably (the default; on a single node, the node).
+    #[default]
+    Quorum,
+    /// Every current replica, durably, within a bounded wait; else
+    /// [`BrokerError::NotAllReplicas`] (the write is stored on a quorum all the same,
+    /// never reported as on all).
+    All,
+}
+
 /// An append in progress.
 pub type AppendFuture<'a> = Pin<Box<dyn Future<Output = Result<Appended>> + Send + 'a>>;
 
@@ -119,10 +131,34 @@ pub trait PartitionLog: Send + Sync {
     /// Appends `entry` as one batch; resolves to its offsets once it is as durable as
     /// the partition promises (for a local partition, its sync policy).
     fn append(&self, entry: Entry) -> AppendFuture<'_>;
+    /// [`PartitionLog::append`], acknowledged once `acks` copies hold it. A partition
+    /// with one copy has nothing more to wait for.
+    fn append_acks(&self, entry: Entry, acks: Acks) -> AppendFuture<'_> {
+        let _ = acks;
+        self.append(entry)
+    }
+    /// The log readers read: this node's copy of the partition (for a replicated
+    /// partition, its committed records only; it may be replaced by a newer copy, so
+    /// callers take it anew for each read rather than keep it).
+    fn log(&self) -> Arc<Log>;
     /// Refuses every later append with [`BrokerError::ShuttingDown`]; appends already
     /// accepted still complete.
     fn stop(&self);
 }
+
+/// Creates and deletes logs for a broker whose logs are decided elsewhere (a cluster's
+/// metadata group): the broker hands user logs' creates and deletes to it, and it
+/// answers once this node lists the log ([`crate::Broker::attach_log`]) or no longer
+/// does ([`crate::Broker::detach_log`]).
+pub trait Catalog: Send + Sync {
+    /// Creates log `name` with `partitions` partitions across the cluster.
+    fn create_log<'a>(&'a self, name: &'a str, partitions: u32) -> CatalogFuture<'a>;
+    /// Deletes log `name` across the cluster.
+    fn delete_log<'a>(&'a self, name: &'a str) -> CatalogFuture<'a>;
+}
+
+/// A create or delete in progress.
+pub type CatalogFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// A partition on this node's disk.
 pub struct LocalPartition {
@@ -266,6 +302,10 @@ async fn flush(log: Arc<Log>, combined: Arc<Combined>) {
 impl PartitionLog for LocalPartition {
     fn append(&self, entry: Entry) -> AppendFuture<'_> {
         Box::pin(self.append_batch(entry.into_batch()))
+    }
+
+    fn log(&self) -> Arc<Log> {
+        Arc::clone(&self.log)
     }
 
     fn stop(&self) {

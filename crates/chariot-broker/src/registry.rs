@@ -100,16 +100,22 @@ impl LogMeta {
 
 /// One open partition.
 pub(crate) struct Partition {
-    /// Its storage, for reads.
-    pub(crate) log: Arc<Log>,
-    /// Where its appends go.
+    /// Where its appends go, and the log its reads come from.
     pub(crate) writer: Arc<dyn PartitionLog>,
+}
+
+impl Partition {
+    /// This node's copy, for reads.
+    pub(crate) fn log(&self) -> Arc<Log> {
+        self.writer.log()
+    }
 }
 
 /// One open log.
 pub(crate) struct LogEntry {
     pub(crate) meta: LogMeta,
-    dir: PathBuf,
+    /// Its directory; `None` for a replicated log, whose files its Raft groups own.
+    dir: Option<PathBuf>,
     pub(crate) partitions: Vec<Partition>,
 }
 
@@ -255,12 +261,53 @@ impl Registry {
     }
 
     fn insert(&self, entry: LogEntry) -> Arc<LogEntry> {
-        let entry = Arc::new(entry);
+        self.insert_arc(Arc::new(entry))
+    }
+
+    fn insert_arc(&self, entry: Arc<LogEntry>) -> Arc<LogEntry> {
         self.logs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(entry.meta.name.clone(), Arc::clone(&entry));
         entry
+    }
+
+    /// Lists a replicated user log whose partitions (this node's replicas) are `writers`;
+    /// its files belong to its Raft groups, not to the registry.
+    /// [`BrokerError::LogExists`] if the name is taken.
+    pub(crate) fn attach(&self, name: &str, writers: Vec<Arc<dyn PartitionLog>>) -> Result<()> {
+        let mut logs = self.logs.write().unwrap_or_else(PoisonError::into_inner);
+        if logs.contains_key(name) {
+            return Err(BrokerError::LogExists(name.to_string()));
+        }
+        let meta = LogMeta::new(name, writers.len() as u32, Kind::User);
+        let entry = LogEntry {
+            meta,
+            dir: None,
+            partitions: writers
+                .into_iter()
+                .map(|writer| Partition { writer })
+                .collect(),
+        };
+        logs.insert(name.to_string(), Arc::new(entry));
+        Ok(())
+    }
+
+    /// Takes a replicated log out of the catalogue (its files are its groups' to
+    /// remove); its partitions refuse later appends.
+    pub(crate) fn detach(&self, name: &str) -> Result<()> {
+        let mut logs = self.logs.write().unwrap_or_else(PoisonError::into_inner);
+        match logs.get(name) {
+            Some(e) if e.dir.is_none() => {}
+            Some(_) => return Err(BrokerError::Storage(format!("{name} is not replicated"))),
+            None => return Err(BrokerError::UnknownLog(name.to_string())),
+        }
+        if let Some(e) = logs.remove(name) {
+            for p in &e.partitions {
+                p.writer.stop();
+            }
+        }
+        Ok(())
     }
 
     /// The system log `name` (one partition), created if it does not exist yet.
@@ -295,13 +342,13 @@ impl Registry {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
         let (meta, dir) = (entry.meta.clone(), entry.dir.clone());
-        let refused = if meta.kind() != Kind::System || p >= meta.partitions {
+        let refused = if meta.kind() != Kind::System || p >= meta.partitions || dir.is_none() {
             Some(format!("partition {p} of {name} cannot be replaced"))
         } else if Arc::strong_count(&entry) > 1
             || entry
                 .partitions
                 .iter()
-                .any(|p| Arc::strong_count(&p.writer) > 1 || Arc::strong_count(&p.log) > 2)
+                .any(|p| Arc::strong_count(&p.writer) > 1 || Arc::strong_count(&p.log()) > 2)
         {
             Some(format!("{name} is in use"))
         } else {
@@ -314,6 +361,7 @@ impl Registry {
                 .insert(name.to_string(), entry);
             return Err(BrokerError::Storage(why));
         }
+        let dir = dir.unwrap_or_default();
         let (live, fresh, old) = partition_paths(&dir, p);
         let built = (|| {
             let _ = std::fs::remove_dir_all(&fresh);
@@ -352,7 +400,13 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownLog(name.to_string()))?;
-        let dir = entry.dir.clone();
+        let Some(dir) = entry.dir.clone() else {
+            // A replicated log goes through its cluster's metadata group.
+            self.insert_arc(entry);
+            return Err(BrokerError::Storage(format!(
+                "{name} is replicated: it is deleted through the cluster"
+            )));
+        };
         let root = self.data_dir.join(LOGS_DIR);
         let tomb = dir.with_file_name(format!(".deleted-{}", file_name(&dir)));
         let (from, to) = (dir.clone(), tomb.clone());
@@ -469,12 +523,12 @@ fn open_log(base: &LogConfig, meta: LogMeta, dir: PathBuf) -> Result<LogEntry> {
     for p in 0..meta.partitions {
         recover_replacement(&dir, p)?;
         let log = Arc::new(Log::open(dir.join(p.to_string()), config.clone())?);
-        let writer: Arc<dyn PartitionLog> = Arc::new(LocalPartition::new(Arc::clone(&log)));
-        partitions.push(Partition { log, writer });
+        let writer: Arc<dyn PartitionLog> = Arc::new(LocalPartition::new(log));
+        partitions.push(Partition { writer });
     }
     Ok(LogEntry {
         meta,
-        dir,
+        dir: Some(dir),
         partitions,
     })
 }
@@ -598,7 +652,7 @@ mod tests {
         assert!(!dir.path().join(OFFSETS_LOG).exists());
         let entry = registry.get(OFFSETS_LOG).unwrap();
         assert_eq!(entry.meta.kind(), Kind::System);
-        assert_eq!(entry.partition(0).unwrap().log.next_offset(), 1);
+        assert_eq!(entry.partition(0).unwrap().log().next_offset(), 1);
         assert!(registry.is_internal(QUEUE_LOG), "reserved before it exists");
     }
 
@@ -615,7 +669,7 @@ mod tests {
         };
         {
             let entry = registry.open_system(SENDERS_LOG).unwrap();
-            let log = &entry.partition(0).unwrap().log;
+            let log = &entry.partition(0).unwrap().log();
             for _ in 0..3 {
                 append(log, b"old").unwrap();
             }
@@ -623,7 +677,7 @@ mod tests {
         let entry = registry
             .replace_partition(SENDERS_LOG, 0, |log| append(log, b"new"))
             .unwrap();
-        let log = &entry.partition(0).unwrap().log;
+        let log = &entry.partition(0).unwrap().log();
         assert_eq!(log.next_offset(), 1);
         drop(entry);
         // A replacement while someone holds the log is refused, and the log stays.
@@ -631,7 +685,7 @@ mod tests {
         assert!(registry
             .replace_partition(SENDERS_LOG, 0, |_| Ok(()))
             .is_err());
-        assert_eq!(held.partition(0).unwrap().log.next_offset(), 1);
+        assert_eq!(held.partition(0).unwrap().log().next_offset(), 1);
         assert!(registry.get(SENDERS_LOG).is_ok());
     }
 }

@@ -173,7 +173,7 @@ fn pass(registry: &Registry, config: ScrubConfig, stop: &Stop) {
                     }
                 }
             };
-            match p.log.scrub(&mut pace) {
+            match p.log().scrub(&mut pace) {
                 Ok(report) => {
                     found += report.found.len();
                     if report.complete {

@@ -6,6 +6,7 @@
 //! `PartitionLog` of a replicated partition, and membership commands. What is here is
 //! the storage both need, checked against openraft's own storage test suite.
 
+pub mod cluster;
 pub mod command;
 pub mod entry;
 pub mod error;

@@ -1,46 +1,291 @@
 //! A partition whose copies live in a Raft group: the broker's [`PartitionLog`] over
 //! openraft's `client_write`. A publish is answered once its entry is committed (on a
-//! quorum of the replicas, durably) and applied to the leader's partition log.
+//! quorum of the replicas, durably) and applied to the leader's partition log; a
+//! replica that does not lead forwards it one hop to the leader ([`propose`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chariot_broker::error::BrokerError;
+pub use chariot_broker::partition::Acks;
 use chariot_broker::partition::{AppendFuture, Appended, Entry, PartitionLog};
+use chariot_log::Log;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
-use crate::network::PartitionRaft;
+use crate::network::{GroupId, PartitionRaft, Peers};
+use crate::state_machine::PartitionStateMachine;
 use crate::TypeConfig;
+
+/// How long an [`Acks::All`] publish through the broker waits for the replicas beyond
+/// the quorum before it is answered [`BrokerError::NotAllReplicas`].
+pub const ALL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a publish may wait for its commit before it is answered as indeterminate.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many replicas must have a publish before it is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Acks {
-    /// A quorum of the replicas, durably (the default).
-    #[default]
-    Quorum,
-    /// Every current replica (voters and learners), durably, within the wait; else
-    /// [`BrokerError::NotAllReplicas`] (the write is stored on a quorum all the same).
-    All,
+/// A client write forwarded to a group's leader (inter-node kind `Propose`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    /// What to propose.
+    pub command: Command,
+    /// How many replicas must have it before the answer.
+    pub acks: Acks,
+    /// For [`Acks::All`]: how long to wait for the replicas besides the quorum.
+    pub all_wait_ms: u64,
 }
 
-/// One replica's handle on a replicated partition. Appends work on the group's leader;
-/// elsewhere they are refused with [`BrokerError::NotLeader`] naming the leader, before
-/// anything is proposed (the caller forwards them there).
+/// A committed and applied proposal: what applying it answered, and its Raft index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposed {
+    /// The state machine's answer.
+    pub response: Response,
+    /// The entry's index in the group's Raft log.
+    pub index: u64,
+}
+
+/// Why a forwarded proposal failed: the [`BrokerError`]s a proposal can end in, in a
+/// form that crosses the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Not proposed: the node does not lead the group.
+    NotLeader {
+        /// The leader it knows.
+        leader: Option<u64>,
+        /// That leader's inter-node address.
+        addr: Option<String>,
+    },
+    /// Proposed, outcome unknown.
+    Indeterminate(String),
+    /// Committed on a quorum, not confirmed by these replicas in time.
+    NotAllReplicas {
+        /// Offset of the batch's first record.
+        base_offset: u64,
+        /// The replicas behind.
+        behind: Vec<u64>,
+    },
+    /// The state machine refused the command.
+    Invalid(String),
+    /// The node is stopping.
+    ShuttingDown,
+    /// Anything else.
+    Failed(String),
+}
+
+impl From<&BrokerError> for Refusal {
+    fn from(e: &BrokerError) -> Self {
+        match e {
+            BrokerError::NotLeader { leader, addr } => Refusal::NotLeader {
+                leader: *leader,
+                addr: addr.clone(),
+            },
+            BrokerError::Indeterminate(why) => Refusal::Indeterminate(why.clone()),
+            BrokerError::NotAllReplicas {
+                base_offset,
+                behind,
+            } => Refusal::NotAllReplicas {
+                base_offset: *base_offset,
+                behind: behind.clone(),
+            },
+            BrokerError::InvalidBatch(why) => Refusal::Invalid(why.clone()),
+            BrokerError::ShuttingDown => Refusal::ShuttingDown,
+            other => Refusal::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for BrokerError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotLeader { leader, addr } => BrokerError::NotLeader { leader, addr },
+            Refusal::Indeterminate(why) => BrokerError::Indeterminate(why),
+            Refusal::NotAllReplicas {
+                base_offset,
+                behind,
+            } => BrokerError::NotAllReplicas {
+                base_offset,
+                behind,
+            },
+            Refusal::Invalid(why) => BrokerError::InvalidBatch(why),
+            Refusal::ShuttingDown => BrokerError::ShuttingDown,
+            Refusal::Failed(why) => BrokerError::Storage(why),
+        }
+    }
+}
+
+/// How long a write waits for its group to have a leader it can reach (an election in
+/// progress) before it is refused with [`BrokerError::NotLeader`].
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Proposes `command` to group `group` from any of its replicas: on the leader
+/// directly, elsewhere forwarded one hop to the leader over `peers`. A refusal that
+/// proves nothing was proposed (no leader yet, or leadership moved before the proposal)
+/// is retried until [`LEADER_WAIT`] runs out; a write whose forwarding failed after it
+/// was sent is indeterminate, never retried.
+pub async fn propose(
+    raft: &PartitionRaft,
+    peers: &Peers,
+    group: GroupId,
+    command: Command,
+    acks: Acks,
+    all_wait: Duration,
+) -> Result<Proposed, BrokerError> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        let refused = match raft.as_leader() {
+            Ok(_) => propose_local(raft, command.clone(), acks, all_wait).await,
+            Err(f) => match (f.leader_id, f.leader_node) {
+                (Some(leader), Some(node)) => {
+                    peers.set_addr(leader, &node.addr);
+                    let proposal = Proposal {
+                        command: command.clone(),
+                        acks,
+                        all_wait_ms: all_wait.as_millis() as u64,
+                    };
+                    match peers
+                        .propose(leader, group, &proposal, COMMIT_TIMEOUT + all_wait)
+                        .await
+                    {
+                        Ok(answer) => answer.map_err(BrokerError::from),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            // Never reached the leader: nothing proposed.
+                            Err(BrokerError::NotLeader {
+                                leader: Some(leader),
+                                addr: Some(node.addr),
+                            })
+                        }
+                        Err(e) => Err(BrokerError::Indeterminate(format!(
+                            "forwarded to the leader, node {leader}: {e}"
+                        ))),
+                    }
+                }
+                (leader, node) => Err(BrokerError::NotLeader {
+                    leader,
+                    addr: node.map(|n| n.addr),
+                }),
+            },
+        };
+        match refused {
+            Err(BrokerError::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Proposes `command` on this node, which must lead the group (else
+/// [`BrokerError::NotLeader`], before anything is proposed); answered once committed
+/// and applied, and for [`Acks::All`] once every replica has it (see [`Acks`]).
+pub async fn propose_local(
+    raft: &PartitionRaft,
+    command: Command,
+    acks: Acks,
+    all_wait: Duration,
+) -> Result<Proposed, BrokerError> {
+    if let Err(f) = raft.as_leader() {
+        return Err(not_leader(f));
+    }
+    let write = raft.client_write(command);
+    let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, write).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(BrokerError::Indeterminate(format!(
+                "not committed within {COMMIT_TIMEOUT:?}"
+            )))
+        }
+    };
+    let written = outcome.map_err(write_error)?;
+    let proposed = Proposed {
+        response: written.data,
+        index: written.log_id.index,
+    };
+    if let Response::Refused(reason) = &proposed.response {
+        return Err(BrokerError::InvalidBatch(reason.clone()));
+    }
+    if acks == Acks::All {
+        if let Err(behind) = wait_all(raft, proposed.index, all_wait).await {
+            let base_offset = match proposed.response {
+                Response::Appended { base_offset, .. } => base_offset,
+                _ => 0,
+            };
+            return Err(BrokerError::NotAllReplicas {
+                base_offset,
+                behind,
+            });
+        }
+    }
+    Ok(proposed)
+}
+
+/// Waits until every replica but this leader has confirmed log index `index` (a
+/// follower confirms an entry once it is durable in its Raft log); the ids still
+/// behind when `wait` runs out.
+async fn wait_all(raft: &PartitionRaft, index: u64, wait: Duration) -> Result<(), Vec<u64>> {
+    let mut rx = raft.metrics();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let behind = {
+            let m = rx.borrow_watched();
+            let me = m.id;
+            let membership = m.membership_config.membership();
+            let replicas: Vec<u64> = membership
+                .voter_ids()
+                .chain(membership.learner_ids())
+                .filter(|&id| id != me)
+                .collect();
+            match &m.replication {
+                // No longer the leader: nothing here can vouch for the others.
+                None => replicas,
+                Some(progress) => replicas
+                    .into_iter()
+                    .filter(|id| {
+                        progress
+                            .get(id)
+                            .and_then(|m| m.as_ref())
+                            .is_none_or(|l| l.index < index)
+                    })
+                    .collect(),
+            }
+        };
+        if behind.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(behind),
+        }
+    }
+}
+
+/// One replica's handle on a replicated partition. Appends work on any replica: on
+/// the group's leader they are proposed, elsewhere forwarded to it (see [`propose`]);
+/// reads come from this replica's committed records.
 pub struct RaftPartition {
     raft: PartitionRaft,
+    sm: PartitionStateMachine,
+    peers: Peers,
+    group: GroupId,
     stopped: AtomicBool,
 }
 
 impl RaftPartition {
-    /// The partition of group `raft`.
-    pub fn new(raft: PartitionRaft) -> Self {
+    /// The partition of group `group`, whose Raft on this node is `raft` over state
+    /// machine `sm`; writes are forwarded over `peers`.
+    pub fn new(
+        raft: PartitionRaft,
+        sm: PartitionStateMachine,
+        peers: Peers,
+        group: GroupId,
+    ) -> Self {
         Self {
             raft,
+            sm,
+            peers,
+            group,
             stopped: AtomicBool::new(false),
         }
     }
@@ -58,87 +303,19 @@ impl RaftPartition {
         acks: Acks,
         all_wait: Duration,
     ) -> Result<Appended, BrokerError> {
-        let (appended, index) = self.append_entry(entry).await?;
-        if acks == Acks::All {
-            self.wait_all(index, all_wait)
-                .await
-                .map_err(|behind| BrokerError::NotAllReplicas {
-                    base_offset: appended.base_offset,
-                    behind,
-                })?;
-        }
-        Ok(appended)
-    }
-
-    /// Waits until every replica but this leader has confirmed log index `index` (a
-    /// follower confirms an entry once it is durable in its Raft log); the ids still
-    /// behind when `wait` runs out.
-    async fn wait_all(&self, index: u64, wait: Duration) -> Result<(), Vec<u64>> {
-        let mut rx = self.raft.metrics();
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let behind = {
-                let m = rx.borrow_watched();
-                let me = m.id;
-                let membership = m.membership_config.membership();
-                let replicas: Vec<u64> = membership
-                    .voter_ids()
-                    .chain(membership.learner_ids())
-                    .filter(|&id| id != me)
-                    .collect();
-                match &m.replication {
-                    // No longer the leader: nothing here can vouch for the others.
-                    None => replicas,
-                    Some(progress) => replicas
-                        .into_iter()
-                        .filter(|id| {
-                            progress
-                                .get(id)
-                                .and_then(|m| m.as_ref())
-                                .is_none_or(|l| l.index < index)
-                        })
-                        .collect(),
-                }
-            };
-            if behind.is_empty() {
-                return Ok(());
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Err(behind),
-            }
-        }
-    }
-
-    async fn append_entry(&self, entry: Entry) -> Result<(Appended, u64), BrokerError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(BrokerError::ShuttingDown);
         }
-        if let Err(f) = self.raft.as_leader() {
-            return Err(not_leader(f));
-        }
         let batch = entry.into_batch();
         let count = batch.record_count();
-        let write = self.raft.client_write(Command::Append(batch.into_vec()));
-        let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, write).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(BrokerError::Indeterminate(format!(
-                    "not committed within {COMMIT_TIMEOUT:?}"
-                )))
-            }
-        };
-        match outcome {
-            Ok(r) => match r.data {
-                Response::Appended { base_offset, .. } => {
-                    Ok((Appended { base_offset, count }, r.log_id.index))
-                }
-                Response::Refused(reason) => Err(BrokerError::InvalidBatch(reason)),
-                other => Err(BrokerError::Storage(format!(
-                    "an append was answered {other:?}"
-                ))),
-            },
-            Err(e) => Err(write_error(e)),
+        let command = Command::Append(batch.into_vec());
+        let proposed =
+            propose(&self.raft, &self.peers, self.group, command, acks, all_wait).await?;
+        match proposed.response {
+            Response::Appended { base_offset, .. } => Ok(Appended { base_offset, count }),
+            other => Err(BrokerError::Storage(format!(
+                "an append was answered {other:?}"
+            ))),
         }
     }
 }
@@ -165,7 +342,15 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Broker
 
 impl PartitionLog for RaftPartition {
     fn append(&self, entry: Entry) -> AppendFuture<'_> {
-        Box::pin(async move { self.append_entry(entry).await.map(|(a, _)| a) })
+        Box::pin(self.append_acks(entry, Acks::Quorum, Duration::ZERO))
+    }
+
+    fn append_acks(&self, entry: Entry, acks: Acks) -> AppendFuture<'_> {
+        Box::pin(RaftPartition::append_acks(self, entry, acks, ALL_WAIT))
+    }
+
+    fn log(&self) -> Arc<Log> {
+        self.sm.log()
     }
 
     fn stop(&self) {

@@ -74,7 +74,24 @@ pub struct ServerConfig {
     pub max_inflight_bytes: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
+    /// Cluster mode, if set; a single node otherwise.
+    pub cluster: Option<ClusterSettings>,
 }
+
+/// What makes a node a member of a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// This node's id (unique in the cluster, never reused for another disk).
+    pub node_id: u64,
+    /// Where the inter-node port listens (default port 7979).
+    pub addr: SocketAddr,
+    /// Every node of the static bootstrap, this one included, by id, with the address
+    /// the others reach its inter-node port at; the same list on every node.
+    pub peers: std::collections::BTreeMap<u64, String>,
+}
+
+/// Default inter-node port.
+pub const DEFAULT_CLUSTER_PORT: u16 = 7979;
 
 impl ServerConfig {
     /// Default ports and limits around a broker configuration.
@@ -92,6 +109,7 @@ impl ServerConfig {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             max_inflight_bytes: 256 << 20,
             drain_timeout: Duration::from_secs(10),
+            cluster: None,
         }
     }
 
@@ -121,6 +139,9 @@ pub enum ServerError {
     /// The broker failed after opening (starting the Chariots service).
     #[error("{0}")]
     Broker(chariot_broker::BrokerError),
+    /// The node could not join its cluster.
+    #[error("cannot start the cluster node: {0}")]
+    Cluster(chariot_raft::cluster::ClusterError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({listener} listener): {error}")]
     Bind {
@@ -148,6 +169,16 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
+    cluster: Option<ClusterNode>,
+}
+
+/// The cluster side of a node: its groups, and the inter-node listener (stopped after
+/// the client listeners, whose last requests may still need it).
+struct ClusterNode {
+    cluster: Arc<chariot_raft::cluster::Cluster>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    listener: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Server {
@@ -205,6 +236,10 @@ impl Server {
             .and_then(|opened| opened)
             .map_err(|error| ServerError::Open { dir, error })?;
         let broker = Arc::new(broker);
+        let cluster = match &config.cluster {
+            Some(settings) => Some(start_cluster(settings, &config, &broker).await?),
+            None => None,
+        };
         let tcp = bind("native", config.tcp_addr).await?;
         let http = bind("http", config.http_addr).await?;
         let records = bind("records", config.chariots_addr).await?;
@@ -260,6 +295,7 @@ impl Server {
                 http,
                 Arc::clone(&broker),
                 Arc::clone(&chariots),
+                cluster.as_ref().map(|c| Arc::clone(&c.cluster)),
                 http::HttpConfig {
                     listener: listener("http", config.max_http_connections),
                     idle_timeout: config.idle_timeout.min(config.frame_timeout),
@@ -286,7 +322,13 @@ impl Server {
             stop,
             tasks,
             drain_timeout: config.drain_timeout,
+            cluster,
         })
+    }
+
+    /// Bound address of the inter-node port (cluster mode only).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|c| c.addr)
     }
 
     /// Bound address of the native protocol.
@@ -321,8 +363,81 @@ impl Server {
                 tracing::warn!("a listener did not stop in time");
             }
         }
+        if let Some(c) = self.cluster {
+            let _ = c.stop.send(true);
+            let _ = c.listener.await;
+            c.cluster.shutdown().await;
+        }
         let broker = self.broker;
         let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+    }
+}
+
+/// Binds the inter-node port, serves this node's groups on it, and starts the cluster
+/// node (which takes over the broker's creates and deletes of logs).
+async fn start_cluster(
+    settings: &ClusterSettings,
+    config: &ServerConfig,
+    broker: &Arc<Broker>,
+) -> Result<ClusterNode, ServerError> {
+    use chariot_raft::cluster::{Cluster, ClusterConfig};
+    use chariot_raft::network::{serve_connection, Groups, Peers};
+    let listener = bind("cluster", settings.addr).await?;
+    let addr = listener.local_addr().map_err(|error| ServerError::Bind {
+        listener: "cluster",
+        addr: settings.addr,
+        error,
+    })?;
+    let (stop, stopped) = watch::channel(false);
+    let groups = Groups::new();
+    let served = groups.clone();
+    let listener = tokio::spawn(accept_loop(
+        listener,
+        ListenerConfig {
+            name: "cluster",
+            max_connections: 1024,
+            // Peers hold their connections open: cut them once the node stops.
+            drain: Duration::ZERO,
+        },
+        stopped,
+        move |socket, peer| {
+            let groups = served.clone();
+            async move {
+                if let Err(e) = serve_connection(socket, groups).await {
+                    tracing::debug!(listener = "cluster", %peer, reason = %e, "connection closed");
+                }
+            }
+        },
+    ));
+    let log = config.broker.log.clone();
+    let cluster_config = ClusterConfig {
+        node_id: settings.node_id,
+        peers: settings.peers.clone(),
+        dir: config.broker.data_dir.join("cluster"),
+        replica_log: chariot_log::LogConfig {
+            sync: chariot_log::SyncPolicy::Never,
+            retention_bytes: None,
+            retention_age: None,
+            ..log.clone()
+        },
+        raft_log: chariot_log::LogConfig {
+            retention_bytes: None,
+            retention_age: None,
+            ..log
+        },
+    };
+    match Cluster::start(cluster_config, Arc::clone(broker), groups, Peers::new()).await {
+        Ok(cluster) => Ok(ClusterNode {
+            cluster: Arc::new(cluster),
+            addr,
+            stop,
+            listener,
+        }),
+        Err(e) => {
+            let _ = stop.send(true);
+            let _ = listener.await;
+            Err(ServerError::Cluster(e))
+        }
     }
 }
 

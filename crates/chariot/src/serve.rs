@@ -116,6 +116,23 @@ pub struct ServeArgs {
     /// [default: 86400].
     #[arg(long, env = "CHARIOT_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
+    /// Cluster mode: this node's id, a number unique in the cluster (never reused for a
+    /// node that lost its disk). Needs --peers.
+    #[arg(long, env = "CHARIOT_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: where the inter-node port listens [default: 0.0.0.0:7979].
+    #[arg(long, env = "CHARIOT_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+    /// Cluster mode: every node of the cluster, this one included, as
+    /// `ID=HOST:PORT` (its inter-node address), comma-separated or repeated; the same
+    /// list on every node. The nodes form the cluster among themselves on first start.
+    #[arg(
+        long,
+        env = "CHARIOT_PEERS",
+        value_name = "ID=HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
     /// The client options, which clap would otherwise list (they are global) and serve
     /// would ignore: declared here, hidden, under the same ids, they stay out of
     /// `serve --help`, and [`reject_client_options`] refuses them by name.
@@ -187,6 +204,10 @@ struct FileConfig {
     max_inflight_bytes: Option<usize>,
     scrub_bytes_per_sec: Option<u64>,
     scrub_interval_secs: Option<u64>,
+    node_id: Option<u64>,
+    cluster_addr: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<String>,
 }
 
 fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
@@ -215,6 +236,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         }
         None => FileConfig::default(),
     };
+    let cluster = cluster_settings(args, &file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -317,7 +339,51 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             .with_context(|| format!("--remote-dc {r:?}: the id must be a number"))?;
         config.chariots.remotes.push((id, addr.to_string()));
     }
+    config.cluster = cluster;
     Ok(config)
+}
+
+/// The cluster options, if any was given: all three make sense only together.
+fn cluster_settings(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<Option<chariot_server::ClusterSettings>> {
+    let node_id = args.node_id.or(file.node_id);
+    let peers = if args.peers.is_empty() {
+        &file.peers
+    } else {
+        &args.peers
+    };
+    let addr = args.cluster_addr.or(file.cluster_addr);
+    let Some(node_id) = node_id else {
+        if !peers.is_empty() || addr.is_some() {
+            bail!("--peers and --cluster-addr need --node-id (this node's id in the cluster)");
+        }
+        return Ok(None);
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for p in peers {
+        let (id, peer) = p
+            .split_once('=')
+            .with_context(|| format!("--peers {p:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--peers {p:?}: the id must be a number"))?;
+        if map.insert(id, peer.trim().to_string()).is_some() {
+            bail!("--peers names node {id} twice");
+        }
+    }
+    if !map.contains_key(&node_id) {
+        bail!("--peers must list every node of the cluster, this one (--node-id {node_id}) too");
+    }
+    Ok(Some(chariot_server::ClusterSettings {
+        node_id,
+        addr: addr.unwrap_or_else(|| {
+            SocketAddr::from(([0, 0, 0, 0], chariot_server::DEFAULT_CLUSTER_PORT))
+        }),
+        peers: map,
+    }))
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down cleanly (in-flight requests
@@ -333,8 +399,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config).await.map_err(explain)?;
     // One machine-readable line on stdout, so scripts and tests that asked for port 0
     // learn the ports (logs go to stderr).
+    let cluster = server
+        .cluster_addr()
+        .map(|a| format!(" cluster={a}"))
+        .unwrap_or_default();
     println!(
-        "chariot listening tcp={} http={} chariots={}",
+        "chariot listening tcp={} http={} chariots={}{cluster}",
         server.tcp_addr(),
         server.http_addr(),
         server.chariots_addr()
@@ -359,6 +429,7 @@ fn explain(e: ServerError) -> anyhow::Error {
             let flag = match *listener {
                 "native" => "--tcp-addr",
                 "http" => "--http-addr",
+                "cluster" => "--cluster-addr",
                 _ => "--chariots-addr",
             };
             format!("choose another address with {flag}, or stop the process using this one")
@@ -373,6 +444,7 @@ fn explain(e: ServerError) -> anyhow::Error {
             "check --data-dir; for damaged files see `chariot repair --help`".to_string()
         }
         ServerError::Broker(_) => return anyhow::Error::new(e),
+        ServerError::Cluster(_) => "check --node-id, --peers and --data-dir".to_string(),
     };
     anyhow::anyhow!("{e} ({hint})")
 }

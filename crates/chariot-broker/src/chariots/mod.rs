@@ -248,7 +248,7 @@ impl Chariots {
             Arc::clone(&status),
         );
         // Recovery reads the whole shared log and the queue: blocking work too.
-        let queue_log = Arc::clone(&queue_partition.log);
+        let queue_log = Arc::clone(&queue_partition.log());
         let mut seq = tokio::task::spawn_blocking(move || {
             let mut seq = seq;
             seq.rebuild(&queue_log).map(|()| seq)

@@ -61,7 +61,7 @@ impl SenderState {
     pub(crate) fn open(broker: &Broker) -> Result<Self> {
         let registry = broker.registry();
         let mut entry = registry.open_system(SENDERS_LOG)?;
-        if let Some(damage) = entry.partition(0)?.log.damage() {
+        if let Some(damage) = entry.partition(0)?.log().damage() {
             // Its intact prefix is not the whole state: starting from it would forget
             // remotes or move cursors back without a word.
             return Err(BrokerError::Damaged(format!(
@@ -69,7 +69,7 @@ impl SenderState {
                  stop the server and run `chariot repair`"
             )));
         }
-        let mut state = replay(&entry.partition(0)?.log)?;
+        let mut state = replay(&entry.partition(0)?.log())?;
         let legacy_dir = broker.config().data_dir.join(LEGACY_DIR);
         let legacy_remotes = legacy_dir.join("remotes.json");
         let legacy: Option<BTreeMap<u32, String>> = load_json(&legacy_remotes)?;
@@ -79,11 +79,11 @@ impl SenderState {
                 remote_record(*dc, addr).push_to(&mut b);
             }
             if !remotes.is_empty() {
-                entry.partition(0)?.log.append(&mut b.build())?;
+                entry.partition(0)?.log().append(&mut b.build())?;
             }
             state.remotes.extend(remotes.clone());
         }
-        let log = &entry.partition(0)?.log;
+        let log = &entry.partition(0)?.log();
         if log.size_bytes() > COMPACT_ABOVE_BYTES && log.damage().is_none() {
             drop(entry);
             entry = registry.replace_partition(SENDERS_LOG, 0, |fresh| {

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
 use super::GroupId;
+use crate::partition::{Proposal, Proposed, Refusal};
 use crate::state_machine::PartitionSnapshot;
 use crate::{TypeConfig, Vote};
 
@@ -234,6 +235,19 @@ impl Peers {
         self.rpc(target, kind, group, req, option.hard_ttl())
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    /// Forwards a client write to node `target`, which proposes it to group `group`
+    /// if it leads it (else refuses it, naming the leader it knows).
+    pub async fn propose(
+        &self,
+        target: u64,
+        group: GroupId,
+        proposal: &Proposal,
+        timeout: Duration,
+    ) -> io::Result<Result<Proposed, Refusal>> {
+        self.rpc(target, Kind::Propose, group, proposal, timeout)
+            .await
     }
 
     async fn send_snapshot(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::Raft;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
 use super::GroupId;
+use crate::partition::{propose_local, Proposal, Proposed, Refusal};
 use crate::state_machine::{PartitionSnapshot, PartitionStateMachine};
 use crate::TypeConfig;
 
@@ -159,6 +161,19 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
                     .await
                     .map_err(|e| e.to_string()),
             ),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::Propose => match wire::decode::<Proposal>(payload) {
+            // One hop: a write forwarded here is proposed here or refused, never
+            // forwarded again.
+            Ok(p) => answer::<Result<Proposed, Refusal>>(Ok(propose_local(
+                &g.raft,
+                p.command,
+                p.acks,
+                Duration::from_millis(p.all_wait_ms),
+            )
+            .await
+            .map_err(|e| Refusal::from(&e)))),
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::SnapshotDone => match wire::decode::<SnapshotDone>(payload) {

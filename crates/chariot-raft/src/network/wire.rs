@@ -37,6 +37,8 @@ pub enum Kind {
     SnapshotDone = 5,
     /// `TransferLeaderRequest`.
     TransferLeader = 6,
+    /// A client write forwarded to the group's leader ([`crate::partition::Proposal`]).
+    Propose = 7,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             4 => Kind::SnapshotChunk,
             5 => Kind::SnapshotDone,
             6 => Kind::TransferLeader,
+            7 => Kind::Propose,
             _ => return None,
         })
     }

@@ -50,6 +50,7 @@ pub struct Node {
     pub raft: PartitionRaft,
     pub sm: PartitionStateMachine,
     pub groups: Groups,
+    pub peers: Peers,
     pub accept: tokio::task::JoinHandle<()>,
 }
 
@@ -81,10 +82,11 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
         .await
         .unwrap();
     let config = Arc::new(partition_config("t40").unwrap());
+    let peers = Peers::new();
     let raft = Raft::new(
         id,
         config,
-        GroupNetwork::new(Peers::new(), GROUP),
+        GroupNetwork::new(peers.clone(), GROUP),
         store,
         sm.clone(),
     )
@@ -104,6 +106,7 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
         raft,
         sm,
         groups,
+        peers,
         accept,
     }
 }
@@ -254,4 +257,9 @@ pub fn members(nodes: &[&Node]) -> BTreeMap<u64, BasicNode> {
             )
         })
         .collect()
+}
+
+/// Node `n`'s handle on the test group as a broker partition.
+pub fn partition(n: &Node) -> chariot_raft::RaftPartition {
+    chariot_raft::RaftPartition::new(n.raft.clone(), n.sm.clone(), n.peers.clone(), GROUP)
 }

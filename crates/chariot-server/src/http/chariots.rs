@@ -27,7 +27,6 @@ pub fn router(chariots: Arc<Chariots>) -> Router {
         .route("/records", get(find_records))
         .route("/records/waiting", get(list_waiting))
         .route("/records/waiting/{id}", get(waiting_status))
-        .route("/cluster", get(cluster))
         .route("/datacenters", post(add_datacenter));
     limit_bodies(routes, BODY_LIMIT).with_state(chariots)
 }
@@ -254,7 +253,29 @@ async fn waiting_status(
         })
 }
 
-async fn cluster(State(chariots): Shared) -> Json<Value> {
+/// `GET /cluster`: the Chariots side (datacenter, listeners, propagation) and, on a
+/// cluster node, the replication side ([`chariot_raft::cluster::Cluster::status`]
+/// under `"raft"`).
+pub fn cluster_router(
+    chariots: Arc<Chariots>,
+    raft: Option<Arc<chariot_raft::cluster::Cluster>>,
+) -> Router {
+    Router::new()
+        .route("/cluster", get(cluster))
+        .with_state((chariots, raft))
+}
+
+async fn cluster(
+    State((chariots, raft)): State<(Arc<Chariots>, Option<Arc<chariot_raft::cluster::Cluster>>)>,
+) -> Json<Value> {
+    let mut status = chariots_status(&chariots);
+    if let (Some(raft), Some(obj)) = (raft, status.as_object_mut()) {
+        obj.insert("raft".into(), raft.status());
+    }
+    Json(status)
+}
+
+fn chariots_status(chariots: &Chariots) -> Value {
     let c = chariots.config();
     let local = chariots.local_next_toid();
     let remotes: Vec<Value> = chariots
@@ -277,14 +298,14 @@ async fn cluster(State(chariots): Shared) -> Json<Value> {
         .iter()
         .map(|(name, addr)| (name.clone(), json!(addr)))
         .collect();
-    Json(json!({
+    json!({
         "datacenter": c.dc_id,
         "listeners": listeners,
         "shared_log": c.log,
         "local_records": local,
         "remote_datacenters": remotes,
         "waiting": chariots.waiting_count(),
-    }))
+    })
 }
 
 #[derive(serde::Deserialize)]

@@ -12,7 +12,7 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
-use chariot_broker::{now_ms, Broker, NewRecord, StoredRecord};
+use chariot_broker::{now_ms, Acks, Broker, NewRecord, StoredRecord};
 use chariot_proto::MAX_RECORDS_PER_REQUEST;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -173,12 +173,30 @@ fn render(r: &StoredRecord, force_base64: bool) -> Value {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishQuery {
+    /// `quorum` (the default) or `all`.
+    acks: Option<String>,
+}
+
 async fn publish(
     State(broker): Shared,
     path: Result<Path<(String, u32)>, PathRejection>,
+    query: Result<Query<PublishQuery>, QueryRejection>,
     body: RawBody,
 ) -> ApiResult<Json<Value>> {
     let Path((name, p)) = path?;
+    let Query(query) = query?;
+    let acks = match query.acks.as_deref() {
+        None | Some("quorum") => Acks::Quorum,
+        Some("all") => Acks::All,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "acks={other:?}: use acks=quorum (the default) or acks=all"
+            )))
+        }
+    };
     let now = now_ms();
     // One element at a time, at most MAX_RECORDS_PER_REQUEST of them.
     let records = bounded_json::parse_list(&body.bytes, MAX_RECORDS_PER_REQUEST, true, |v| {
@@ -194,7 +212,7 @@ async fn publish(
         BoundedError::Invalid(_) => ApiError::bad_request(e.to_string()),
     })?;
     drop(body);
-    let a = broker.publish(&name, p, records).await?;
+    let a = broker.publish_acks(&name, p, records, acks).await?;
     let offsets: Vec<u64> = (0..u64::from(a.count)).map(|i| a.base_offset + i).collect();
     Ok(Json(
         json!({"base_offset": a.base_offset, "count": a.count, "offsets": offsets}),

@@ -84,12 +84,16 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     chariots: Arc<chariot_broker::chariots::Chariots>,
+    cluster: Option<Arc<chariot_raft::cluster::Cluster>>,
     config: HttpConfig,
     stop: watch::Receiver<bool>,
 ) {
     // Base64 inflates binary payloads by a third; leave room for JSON around a full batch.
     let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
-    let app = limit_bodies(router(broker).merge(chariots::router(chariots)), body_limit)
+    let app = router(broker)
+        .merge(chariots::router(Arc::clone(&chariots)))
+        .merge(chariots::cluster_router(chariots, cluster));
+    let app = limit_bodies(app, body_limit)
         .layer(axum::middleware::map_response(json_method_not_allowed))
         .layer(axum::Extension(config.bodies.clone()));
     let idle = config.idle_timeout;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use chariot_broker::{Broker, BrokerError, NewRecord};
+use chariot_broker::{Acks, Broker, BrokerError, NewRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -32,8 +32,14 @@ struct Insert {
 
 async fn insert(State(broker): Shared, Body(req): Body<Insert>) -> ApiResult<Json<Value>> {
     broker.ensure_log(DEFAULT_LOG, 1).await?;
+    // The replicated-log seed acknowledges an insert once every replica has it.
     let a = broker
-        .publish(DEFAULT_LOG, 0, vec![NewRecord::value(req.message)])
+        .publish_acks(
+            DEFAULT_LOG,
+            0,
+            vec![NewRecord::value(req.message)],
+            Acks::All,
+        )
         .await?;
     Ok(Json(json!({"offset": a.base_offset})))
 }

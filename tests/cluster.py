@@ -1,0 +1,122 @@
+"""A cluster of real `chariot serve` processes on 127.0.0.1 for the replication tests.
+
+Each node is a :class:`conftest.ChariotServer` with ``--node-id``, ``--cluster-addr``
+and the same ``--peers`` list; the inter-node ports are chosen free before the start
+(the other ports are picked by the servers). ``status(i)`` is the ``raft`` part of node
+``i``'s ``GET /cluster``; ``leader_of(log, p)`` the node that leads a partition's group
+by its own account, with the term no other node exceeds.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+from chariot_client import ExtError, ProtocolError
+
+# Wire codes (docs/protocol.md) of a publish that definitely stored nothing, and of one
+# whose outcome is unknown.
+DEFINITE_FAILURES = {12, 13}  # not_leader (before proposing), shutting_down
+INDETERMINATE = {18}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Cluster:
+    def __init__(self, pool, n: int, extra: list[str]):
+        self.ports = free_ports(n)
+        peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(self.ports))
+        self.nodes = {}
+        for i, port in enumerate(self.ports, start=1):
+            self.nodes[i] = pool.new(
+                "--node-id", str(i), "--cluster-addr", f"127.0.0.1:{port}", "--peers", peers, *extra
+            )
+
+    def __getitem__(self, i: int):
+        return self.nodes[i]
+
+    def ids(self) -> list[int]:
+        return sorted(self.nodes)
+
+    def alive(self) -> list[int]:
+        return [i for i in self.ids() if self.nodes[i].alive()]
+
+    def status(self, i: int) -> dict:
+        return self.nodes[i].http.get("/cluster").json()["raft"]
+
+    def leader_of(self, log: str, partition: int, among=None, timeout: float = 20.0) -> int:
+        """The node leading the partition's group (polled: an election may be under way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            best = None
+            for i in among or self.alive():
+                try:
+                    st = self.status(i)
+                except OSError:
+                    continue
+                for p in st["partitions"]:
+                    local = p.get("local")
+                    if p["log"] == log and p["partition"] == partition and local:
+                        if local["state"] == "leader" and (best is None or local["term"] > best[1]):
+                            best = (i, local["term"])
+            if best is not None:
+                return best[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no leader for {log}/{partition} within {timeout}s")
+            time.sleep(0.05)
+
+    def wait_listed(self, log: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for i in self.alive():
+            while log not in [l["name"] for l in self.nodes[i].http.get("/logs").json()]:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"node {i} does not list {log} within {timeout}s")
+                time.sleep(0.05)
+
+    def converged(self, log: str, partition: int, timeout: float = 30.0) -> dict[int, list]:
+        """Waits until every live node holds the same records of the partition (followers
+        apply what is committed a moment after the leader); returns each node's."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = {}
+            for i in self.alive():
+                with self.nodes[i].connect() as c:
+                    got[i] = [(r.offset, r.value) for r in c.read_all(log, partition)]
+            if len({tuple(v) for v in got.values()}) == 1:
+                return got
+            if time.monotonic() > deadline:
+                sizes = {i: len(v) for i, v in got.items()}
+                raise AssertionError(f"replicas of {log}/{partition} differ after {timeout}s: {sizes}")
+            time.sleep(0.1)
+
+    def kill(self, i: int) -> None:
+        self.nodes[i].stop(signal.SIGKILL)
+
+    def publish(self, history, i: int, log: str, partition: int, value: bytes) -> None:
+        """One publish through node ``i``'s native port, recorded in ``history``."""
+        pid = history.invoke(value)
+        try:
+            with self.nodes[i].connect(timeout=40.0) as c:
+                base = c.publish_records(log, partition, [value])
+        except ExtError as e:
+            if e.code in DEFINITE_FAILURES:
+                history.fail(pid)
+            else:
+                history.info(pid)
+            return
+        except (OSError, ProtocolError):  # a cut connection, a timeout: unknown
+            history.info(pid)
+            return
+        history.ok(pid, base)
