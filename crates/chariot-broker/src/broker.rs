@@ -346,9 +346,11 @@ impl Broker {
         let entry = self.get(name)?;
         let mut partitions = Vec::with_capacity(entry.partitions.len());
         for (i, p) in entry.partitions.iter().enumerate() {
-            let groups = self
-                .offsets()?
-                .groups_of(name, i as u32)
+            let groups = match p.writer.groups() {
+                Some(g) => g.list(),
+                None => self.offsets()?.groups_of(name, i as u32),
+            };
+            let groups = groups
                 .into_iter()
                 .map(|(group, offset)| GroupOffset { group, offset })
                 .collect();
@@ -591,7 +593,10 @@ impl Broker {
     pub fn fetch(&self, log: &str, partition: u32, group: &str) -> Result<StoredRecord> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
-        let committed = self.offsets()?.get(&group_key(log, partition, group));
+        let committed = match p.writer.groups() {
+            Some(g) => g.offset(group),
+            None => self.offsets()?.get(&group_key(log, partition, group)),
+        };
         // A group left behind by retention resumes at the earliest retained record.
         let at = committed.max(p.log().earliest_offset());
         if at >= p.log().next_offset() {
@@ -613,6 +618,9 @@ impl Broker {
     pub async fn ack(&self, log: &str, partition: u32, group: &str) -> Result<u64> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
+        if let Some(g) = p.writer.groups() {
+            return g.advance(group).await;
+        }
         let (floor, end) = (p.log().earliest_offset(), p.log().next_offset());
         self.offsets()?
             .advance(group_key(log, partition, group), floor, end)

@@ -141,10 +141,30 @@ pub trait PartitionLog: Send + Sync {
     /// partition, its committed records only; it may be replaced by a newer copy, so
     /// callers take it anew for each read rather than keep it).
     fn log(&self) -> Arc<Log>;
+    /// The consumer groups this partition keeps itself (a replicated partition keeps
+    /// them in its state machine, so they move with leadership); `None` when the
+    /// broker's offset store keeps them.
+    fn groups(&self) -> Option<&dyn GroupOffsets> {
+        None
+    }
     /// Refuses every later append with [`BrokerError::ShuttingDown`]; appends already
     /// accepted still complete.
     fn stop(&self);
 }
+
+/// Consumer groups' committed offsets kept by a partition (see [`PartitionLog::groups`]).
+pub trait GroupOffsets: Send + Sync {
+    /// The committed offset of `group` (0 for a group never seen).
+    fn offset(&self, group: &str) -> u64;
+    /// Every group with its offset, sorted by name.
+    fn list(&self) -> Vec<(String, u64)>;
+    /// Moves `group` past one record, never past the end ([`BrokerError::NoData`]
+    /// there); the new offset once durable.
+    fn advance<'a>(&'a self, group: &'a str) -> GroupFuture<'a>;
+}
+
+/// A group operation in progress.
+pub type GroupFuture<'a> = Pin<Box<dyn Future<Output = Result<u64>> + Send + 'a>>;
 
 /// Creates and deletes logs for a broker whose logs are decided elsewhere (a cluster's
 /// metadata group): the broker hands user logs' creates and deletes to it, and it

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chariot_broker::error::BrokerError;
 pub use chariot_broker::partition::Acks;
-use chariot_broker::partition::{AppendFuture, Appended, Entry, PartitionLog};
+use chariot_broker::partition::{
+    AppendFuture, Appended, Entry, GroupFuture, GroupOffsets, PartitionLog,
+};
 use chariot_log::Log;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
@@ -353,7 +355,63 @@ impl PartitionLog for RaftPartition {
         self.sm.log()
     }
 
+    fn groups(&self) -> Option<&dyn GroupOffsets> {
+        Some(self)
+    }
+
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// How long an ack through a replica that does not lead waits for that replica to
+/// apply it, so that a fetch on the same node sees it (read your acks).
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+impl GroupOffsets for RaftPartition {
+    fn offset(&self, group: &str) -> u64 {
+        self.sm.group_offset(group).unwrap_or(0)
+    }
+
+    fn list(&self) -> Vec<(String, u64)> {
+        self.sm.group_offsets()
+    }
+
+    fn advance<'a>(&'a self, group: &'a str) -> GroupFuture<'a> {
+        Box::pin(async move {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(BrokerError::ShuttingDown);
+            }
+            let command = Command::AckNext {
+                group: group.to_owned(),
+            };
+            let proposed = propose(
+                &self.raft,
+                &self.peers,
+                self.group,
+                command,
+                Acks::Quorum,
+                Duration::ZERO,
+            )
+            .await?;
+            // Applied on the leader; a fetch here must not see the group where it was.
+            let applied = self
+                .raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(Some(proposed.index), "the ack applied here")
+                .await;
+            if applied.is_err() {
+                return Err(BrokerError::Indeterminate(format!(
+                    "the ack is committed but not applied on this node within {APPLY_WAIT:?}"
+                )));
+            }
+            match proposed.response {
+                Response::Acked { offset } => Ok(offset),
+                Response::AtEnd => Err(BrokerError::NoData),
+                other => Err(BrokerError::Storage(format!(
+                    "an ack was answered {other:?}"
+                ))),
+            }
+        })
     }
 }

@@ -138,6 +138,16 @@ impl PartitionStateMachine {
         lock(&self.inner.state).now.groups.get(group).copied()
     }
 
+    /// Every consumer group's committed offset, by name.
+    pub fn group_offsets(&self) -> Vec<(String, u64)> {
+        lock(&self.inner.state)
+            .now
+            .groups
+            .iter()
+            .map(|(g, o)| (g.clone(), *o))
+            .collect()
+    }
+
     /// Applies one run of `Append` batches (already decoded) with one write, skipping
     /// those whose records are already in the log (applied again after a restart).
     fn append_run(
@@ -489,6 +499,16 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     let now = st.now.groups.entry(group).or_insert(0);
                     *now = (*now).max(offset);
                     Response::Acked { offset: *now }
+                }
+                EntryPayload::Normal(Command::AckNext { group }) => {
+                    let end = st.now.partition_next;
+                    let now = st.now.groups.entry(group).or_insert(0);
+                    if *now >= end {
+                        Response::AtEnd
+                    } else {
+                        *now += 1;
+                        Response::Acked { offset: *now }
+                    }
                 }
                 EntryPayload::Normal(Command::Append(_)) => {
                     Response::Refused("an append outside its run".into())

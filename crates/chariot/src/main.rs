@@ -123,7 +123,10 @@ async fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // openraft narrates every election and membership step at info: its warnings
+            // are what an operator needs by default.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,openraft_multi=warn")),
         )
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
