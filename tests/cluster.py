@@ -104,11 +104,12 @@ class Cluster:
     def kill(self, i: int) -> None:
         self.nodes[i].stop(signal.SIGKILL)
 
-    def publish(self, history, i: int, log: str, partition: int, value: bytes) -> None:
-        """One publish through node ``i``'s native port, recorded in ``history``."""
+    def publish(self, history, i: int, log: str, partition: int, value: bytes, timeout: float = 5.0) -> None:
+        """One publish through node ``i``'s native port, recorded in ``history``; a
+        publish unanswered within ``timeout`` (a paused node) is indeterminate."""
         pid = history.invoke(value)
         try:
-            with self.nodes[i].connect(timeout=40.0) as c:
+            with self.nodes[i].connect(timeout=timeout) as c:
                 base = c.publish_records(log, partition, [value])
         except ExtError as e:
             if e.code in DEFINITE_FAILURES:
