@@ -2,7 +2,8 @@
 
 Each node is a :class:`conftest.ChariotServer` with ``--node-id``, ``--cluster-addr``
 and the same ``--peers`` list; the inter-node ports are chosen free before the start
-(the other ports are picked by the servers). ``status(i)`` is the ``raft`` part of node
+(the other ports are picked by the servers). With a :class:`netns.Netns`, each node runs
+in a network namespace of its own, so that its links can really be cut. ``status(i)`` is the ``raft`` part of node
 ``i``'s ``GET /cluster``; ``leader_of(log, p)`` the node that leads a partition's group
 by its own account, with the term no other node exceeds.
 """
@@ -35,13 +36,20 @@ def free_ports(n: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, pool, n: int, extra: list[str]):
-        self.ports = free_ports(n)
-        peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(self.ports))
+    def __init__(self, pool, n: int, extra: list[str], netns=None):
+        """``netns``: a :class:`netns.Netns` to run each node in a namespace of its own."""
+        if netns is None:
+            addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+        else:
+            addrs = [f"{netns.addr(i)}:7979" for i in range(1, n + 1)]
+        peers = ",".join(f"{i}={a}" for i, a in enumerate(addrs, start=1))
         self.nodes = {}
-        for i, port in enumerate(self.ports, start=1):
+        for i, addr in enumerate(addrs, start=1):
+            placement = {}
+            if netns is not None:
+                placement = {"prefix": netns.prefix(i), "bind_host": netns.addr(i)}
             self.nodes[i] = pool.new(
-                "--node-id", str(i), "--cluster-addr", f"127.0.0.1:{port}", "--peers", peers, *extra
+                "--node-id", str(i), "--cluster-addr", addr, "--peers", peers, *extra, **placement
             )
 
     def __getitem__(self, i: int):

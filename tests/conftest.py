@@ -46,10 +46,15 @@ class ServerDied(Exception):
 class ChariotServer:
     """One `chariot serve` process on a data directory that outlives restarts."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None,
+                 prefix: list[str] | None = None, bind_host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.extra_args = list(extra_args or [])
+        # A command the server runs under (`ip netns exec <ns>`), and the address its
+        # listeners bind there.
+        self.prefix = list(prefix or [])
+        self.bind_host = bind_host
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
         self.tcp_port = 0
@@ -64,11 +69,13 @@ class ChariotServer:
             pytest.fail(f"server binary {BINARY} not found; run `cargo build --release --bin chariot`")
         self.starts += 1
         self.stderr_path = self.log_dir / f"stderr-{self.starts}.log"
+        h = self.bind_host
         args = [
+            *self.prefix,
             str(BINARY), "serve",
             "--data-dir", str(self.data_dir),
-            "--tcp-addr", "127.0.0.1:0",
-            "--http-addr", "127.0.0.1:0", "--chariots-addr", "127.0.0.1:0",
+            "--tcp-addr", f"{h}:0",
+            "--http-addr", f"{h}:0", "--chariots-addr", f"{h}:0",
             *self.extra_args,
         ]
         stderr = open(self.stderr_path, "wb")
@@ -178,12 +185,12 @@ class ServerPool:
         self.servers: list[ChariotServer] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="chariot-test-"))
 
-    def new(self, *extra_args: str) -> ChariotServer:
+    def new(self, *extra_args: str, prefix: list[str] | None = None, bind_host: str = "127.0.0.1") -> ChariotServer:
         base = self.tmp / f"s{len(self.servers)}"
         data, logs = base / "data", base / "logs"
         data.mkdir(parents=True)
         logs.mkdir(parents=True)
-        s = ChariotServer(data, logs, list(extra_args))
+        s = ChariotServer(data, logs, list(extra_args), prefix=prefix, bind_host=bind_host)
         self.servers.append(s)
         return s.start()
 
@@ -228,8 +235,25 @@ def make_cluster(request):
     from cluster import Cluster
 
     pool = ServerPool(request)
-    yield lambda n=3, *extra: Cluster(pool, n, list(extra))
+    yield lambda n=3, *extra, netns=None: Cluster(pool, n, list(extra), netns=netns)
     pool.finish()
+
+
+@pytest.fixture
+def netns3():
+    """Three network namespaces joined by a bridge (see ``netns.py``), removed after the
+    test even when it fails; the test is skipped, with the reason printed, where they
+    cannot be made. Ask for it before ``make_cluster``, so that the nodes stop first."""
+    import netns
+
+    why = netns.available()
+    if why is not None:
+        pytest.skip(f"no network namespaces here: {why}")
+    ns = netns.Netns(3)
+    try:
+        yield ns
+    finally:
+        ns.cleanup()
 
 
 @pytest.fixture
