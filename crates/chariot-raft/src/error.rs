@@ -51,6 +51,20 @@ pub enum RaftStoreError {
 }
 
 impl RaftStoreError {
+    /// Whether the error says the files are damaged or disagree (rather than that
+    /// they could not be reached: permissions, a full disk, a lock, descriptors).
+    pub fn is_damage(&self) -> bool {
+        use chariot_log::LogError as L;
+        match self {
+            RaftStoreError::Corrupt { .. } | RaftStoreError::Inconsistent { .. } => true,
+            RaftStoreError::Io { .. } => false,
+            RaftStoreError::Log(e) => !matches!(
+                e,
+                L::Io { .. } | L::NoSpace { .. } | L::Locked { .. } | L::InvalidConfig(_)
+            ),
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         RaftStoreError::Io {
             op,

@@ -139,6 +139,62 @@ impl RaftLogStore {
         &self.inner.dir
     }
 
+    /// Why this store cannot vouch for its log, as found when it was opened: damage in
+    /// its files, or fewer entries than it had seen committed (a truncated file). A
+    /// replica in that state must not vote on what it holds; see
+    /// [`crate::cluster`] for how it is rebuilt from its peers.
+    pub fn suspect(&self) -> Option<String> {
+        let log = self.log();
+        if let Some(d) = log.damage() {
+            return Some(format!("damaged: {d}"));
+        }
+        if let Some(d) = log.sealed_damage().first() {
+            return Some(format!("damaged: {d}"));
+        }
+        let st = lock(&self.inner.state);
+        let last = st.last.as_ref().map(|l| l.index);
+        match (st.committed.as_ref().map(|c| c.index), last) {
+            (Some(c), Some(l)) if c > l => Some(format!(
+                "entries up to {c} were committed but the log ends at {l}"
+            )),
+            (Some(c), None) => Some(format!(
+                "entries up to {c} were committed but the log is empty"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The vote as saved.
+    pub fn saved_vote(&self) -> Option<Vote> {
+        lock(&self.inner.state).persisted.vote.clone()
+    }
+
+    /// The highest index this store knew of: the committed hint or its last entry.
+    pub fn known_index(&self) -> u64 {
+        let st = lock(&self.inner.state);
+        let c = st.committed.as_ref().map_or(0, |c| c.index);
+        let l = st.last.as_ref().map_or(0, |l| l.index);
+        c.max(l)
+    }
+
+    /// The vote saved in `dir`, read without opening the log (`None` when there is
+    /// none or it cannot be read). Blocking.
+    pub fn read_vote(dir: &Path) -> Option<Vote> {
+        persisted_file(dir)
+            .load::<Persisted>()
+            .ok()
+            .flatten()
+            .and_then(|p| p.vote)
+    }
+
+    /// Prepares an empty store in `dir` that starts with `vote` (a replica rebuilt
+    /// after damage keeps the vote it gave, so it never votes twice in a term).
+    /// Blocking.
+    pub fn seed_vote(dir: &Path, vote: Option<Vote>) -> Result<(), RaftStoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::io("create directory", dir, e))?;
+        persisted_file(dir).save(&Persisted { vote, purged: None })
+    }
+
     fn log(&self) -> Arc<Log> {
         Arc::clone(&self.inner.log.read().unwrap_or_else(|p| p.into_inner()))
     }

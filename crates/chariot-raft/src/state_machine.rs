@@ -127,6 +127,16 @@ impl PartitionStateMachine {
         })
     }
 
+    /// Why this state machine cannot vouch for its partition log: damage found in its
+    /// files.
+    pub fn suspect(&self) -> Option<String> {
+        let log = self.log();
+        if let Some(d) = log.damage() {
+            return Some(format!("damaged: {d}"));
+        }
+        log.sealed_damage().first().map(|d| format!("damaged: {d}"))
+    }
+
     /// The partition log, for readers. A snapshot install replaces it: hold the `Arc`
     /// for one read, not for good.
     pub fn log(&self) -> Arc<Log> {

@@ -125,8 +125,13 @@ async fn main() -> ExitCode {
         .with_env_filter(
             // openraft narrates every election and membership step at info: its warnings
             // are what an operator needs by default.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,openraft_multi=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // Failed heartbeats to a node that is down are a warning every
+                // 100 ms per group: the election that follows says enough.
+                EnvFilter::new(
+                    "info,openraft=warn,openraft_multi=warn,openraft::core::heartbeat=error",
+                )
+            }),
         )
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())

@@ -41,7 +41,7 @@ pub use image::{Image, LogPlacement, MetaEvent, PartitionPlacement, Replica, MET
 use crate::command::Command;
 use crate::error::RaftStoreError;
 use crate::network::{
-    partition_config, Group, GroupId, GroupNetwork, Groups, PartitionRaft, Peers,
+    partition_config, Group, GroupId, GroupNetwork, Groups, PartitionRaft, Peers, Quarantine,
 };
 use crate::partition::{propose, Acks, RaftPartition};
 use crate::{PartitionStateMachine, RaftLogStore, Response};
@@ -85,6 +85,8 @@ pub enum ClusterError {
 struct Member {
     raft: PartitionRaft,
     sm: PartitionStateMachine,
+    /// Rebuilt after damage: it learns the group from its leader, never initializes it.
+    rebuilt: bool,
 }
 
 /// A log whose groups this node holds.
@@ -145,7 +147,9 @@ impl Cluster {
             .iter()
             .map(|(&id, addr)| (id, BasicNode { addr: addr.clone() }))
             .collect();
-        initialize(&meta.raft, members).await?;
+        if !meta.rebuilt {
+            initialize(&meta.raft, members).await?;
+        }
         let (image, _) = watch::channel(Arc::new(Image::default()));
         let inner = Arc::new(Inner {
             config,
@@ -214,9 +218,17 @@ impl Cluster {
                     "group": placement.group,
                     "replicas": placement.replicas.iter().map(|r| r.id).collect::<Vec<_>>(),
                 });
-                if let (Some(raft), Some(obj)) = (self.raft(placement.group), entry.as_object_mut())
-                {
-                    obj.insert("local".into(), raft_state(&raft));
+                let group = self.inner.groups.get(placement.group);
+                if let (Some(g), Some(obj)) = (group, entry.as_object_mut()) {
+                    let mut local = raft_state(&g.raft);
+                    let rebuilding = g.quarantine.filter(|q| q.active());
+                    if let (Some(q), Some(l)) = (rebuilding, local.as_object_mut()) {
+                        l.insert(
+                            "rebuilding".into(),
+                            json!({"reason": q.reason, "until_index": q.target}),
+                        );
+                    }
+                    obj.insert("local".into(), local);
                 }
                 partitions.push(entry);
             }
@@ -286,8 +298,7 @@ async fn open_member(
     // A snapshot half received before a stop is of no use: the sender starts over.
     let incoming = dir.join("incoming");
     let _ = tokio::fs::remove_dir_all(&incoming).await;
-    let store = RaftLogStore::open(dir.join("raft"), config.raft_log.clone()).await?;
-    let sm = PartitionStateMachine::open(dir.join("sm"), config.replica_log.clone()).await?;
+    let (store, sm, quarantine) = open_or_rebuild(config, group, &dir).await?;
     let raft = Raft::new(
         config.node_id,
         Arc::clone(raft_config),
@@ -297,14 +308,136 @@ async fn open_member(
     )
     .await
     .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    if let Some(q) = &quarantine {
+        tokio::spawn(lift_when_caught_up(
+            raft.clone(),
+            peers.clone(),
+            Arc::clone(q),
+            group,
+        ));
+    }
     groups.insert(
         group,
         Group {
             raft: raft.clone(),
             incoming,
+            quarantine: quarantine.clone(),
         },
     );
-    Ok(Member { raft, sm })
+    Ok(Member {
+        raft,
+        sm,
+        rebuilt: quarantine.is_some(),
+    })
+}
+
+/// Opens a group's Raft log and state machine. If either is damaged (a flipped byte,
+/// a truncated file: see [`RaftLogStore::suspect`]), the replica is rebuilt from its
+/// peers instead: its files move to `damaged-<ms>/` (kept for the operator), an empty
+/// store starts with the vote it had saved (so it never votes twice in a term), and it
+/// is quarantined: it grants no vote until it holds again what it knew.
+async fn open_or_rebuild(
+    config: &ClusterConfig,
+    group: GroupId,
+    dir: &std::path::Path,
+) -> Result<(RaftLogStore, PartitionStateMachine, Option<Arc<Quarantine>>), ClusterError> {
+    let (raft_dir, sm_dir) = (dir.join("raft"), dir.join("sm"));
+    let (reason, vote, target) = match RaftLogStore::open(&raft_dir, config.raft_log.clone()).await
+    {
+        Ok(store) => match PartitionStateMachine::open(&sm_dir, config.replica_log.clone()).await {
+            Ok(sm) => match store.suspect().or_else(|| sm.suspect()) {
+                None => return Ok((store, sm, None)),
+                Some(why) => (why, store.saved_vote(), store.known_index()),
+            },
+            Err(e) if e.is_damage() => (e.to_string(), store.saved_vote(), store.known_index()),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) if e.is_damage() => {
+            let d = raft_dir.clone();
+            let vote = tokio::task::spawn_blocking(move || RaftLogStore::read_vote(&d))
+                .await
+                .ok()
+                .flatten();
+            (e.to_string(), vote, 0)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let aside = dir.join(format!("damaged-{}", chariot_broker::now_ms()));
+    tracing::error!(
+        group,
+        reason,
+        kept = %aside.display(),
+        "replica files damaged: rebuilding it from its peers; it grants no vote until it \
+         holds index {target} again"
+    );
+    let (r, m, a) = (raft_dir.clone(), sm_dir.clone(), aside.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), RaftStoreError> {
+        std::fs::create_dir_all(&a).map_err(|e| RaftStoreError::io("create", &a, e))?;
+        for (from, name) in [(&r, "raft"), (&m, "sm")] {
+            if from.exists() {
+                let to = a.join(name);
+                std::fs::rename(from, &to)
+                    .map_err(|e| RaftStoreError::io("move aside", from, e))?;
+            }
+        }
+        RaftLogStore::seed_vote(&r, vote)?;
+        crate::state_file::sync_dir(&a)
+    })
+    .await
+    .map_err(|e| ClusterError::Raft(format!("rebuild task failed: {e}")))??;
+    let store = RaftLogStore::open(&raft_dir, config.raft_log.clone()).await?;
+    let sm = PartitionStateMachine::open(&sm_dir, config.replica_log.clone()).await?;
+    Ok((store, sm, Some(Arc::new(Quarantine::new(reason, target)))))
+}
+
+/// Brings a rebuilt replica back: asks each leader it learns of to replicate to it from
+/// the beginning (openraft's leader otherwise takes the shorter log for a bug and
+/// waits), and lifts the quarantine once it follows a leader and has applied what it
+/// knew before the damage.
+async fn lift_when_caught_up(
+    raft: PartitionRaft,
+    peers: Peers,
+    q: Arc<Quarantine>,
+    group: GroupId,
+) {
+    let mut rx = raft.metrics();
+    let mut asked: Option<(u64, tokio::time::Instant)> = None;
+    loop {
+        let (me, leader, applied) = {
+            let m = rx.borrow_watched();
+            (
+                m.id,
+                m.current_leader,
+                m.last_applied.as_ref().map_or(0, |l| l.index),
+            )
+        };
+        let leader = leader.filter(|&l| l != me);
+        if leader.is_some() && applied >= q.target {
+            q.lift();
+            tracing::info!(
+                group,
+                index = q.target,
+                "rebuilt replica caught up; it votes again"
+            );
+            return;
+        }
+        if let Some(l) = leader {
+            // Asked again if the leader changed, or after a while (the request or its
+            // effect may have been lost with a leader's restart).
+            let due =
+                asked.is_none_or(|(who, at)| who != l || at.elapsed() > Duration::from_secs(2));
+            if due {
+                asked = Some((l, tokio::time::Instant::now()));
+                if let Err(e) = peers.allow_revert(l, group, me).await {
+                    tracing::debug!(group, leader = l, error = %e, "asking the leader to resend");
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {
+            Ok(Err(_)) => return,
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
 }
 
 async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
@@ -423,7 +556,9 @@ impl Inner {
                     )
                 })
                 .collect();
-            initialize(&member.raft, members).await?;
+            if !member.rebuilt {
+                initialize(&member.raft, members).await?;
+            }
             writers.push(Arc::new(RaftPartition::new(
                 member.raft,
                 member.sm,

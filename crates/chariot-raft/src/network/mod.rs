@@ -10,7 +10,7 @@ use openraft::network::RaftNetworkFactory;
 use openraft_multi::GroupNetworkAdapter;
 
 pub use peers::Peers;
-pub use server::{serve_connection, Group, Groups, PartitionRaft};
+pub use server::{serve_connection, Group, Groups, PartitionRaft, Quarantine};
 
 use crate::TypeConfig;
 

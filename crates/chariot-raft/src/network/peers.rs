@@ -250,6 +250,19 @@ impl Peers {
             .await
     }
 
+    /// Asks node `target`, the leader of group `group`, to replicate to node `node`
+    /// from the beginning (`node` was rebuilt after damage).
+    pub async fn allow_revert(&self, target: u64, group: GroupId, node: u64) -> io::Result<()> {
+        self.rpc(
+            target,
+            Kind::AllowRevert,
+            group,
+            &node,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     async fn send_snapshot(
         &self,
         target: u64,

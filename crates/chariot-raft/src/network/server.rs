@@ -33,6 +33,43 @@ pub struct Group {
     pub raft: PartitionRaft,
     /// Where incoming snapshots are assembled.
     pub incoming: PathBuf,
+    /// Set while the replica is being rebuilt after damage: it grants no vote.
+    pub quarantine: Option<Arc<Quarantine>>,
+}
+
+/// A replica rebuilt from its peers after damage in its files: it takes entries from
+/// the leader like any follower but grants no vote (nor pre-vote) until it holds what
+/// it knew before the damage, so that it never helps elect a leader that lacks an
+/// entry it had acknowledged.
+#[derive(Debug)]
+pub struct Quarantine {
+    /// What was found.
+    pub reason: String,
+    /// The index it must have applied again (what it knew committed or held).
+    pub target: u64,
+    lifted: std::sync::atomic::AtomicBool,
+}
+
+impl Quarantine {
+    /// A replica quarantined for `reason` until it has applied `target`.
+    pub fn new(reason: String, target: u64) -> Self {
+        Self {
+            reason,
+            target,
+            lifted: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether it still refuses to vote.
+    pub fn active(&self) -> bool {
+        !self.lifted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// It holds what it knew again: it votes from now on.
+    pub fn lift(&self) {
+        self.lifted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The Raft groups this node serves. Clones share them.
@@ -133,6 +170,15 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
     let Some(g) = groups.get(group) else {
         return answer::<()>(Err(format!("group {group} is not on this node")));
     };
+    if matches!(kind, Kind::Vote | Kind::PreVote) {
+        if let Some(q) = g.quarantine.as_ref().filter(|q| q.active()) {
+            return answer::<()>(Err(format!(
+                "this replica of group {group} is being rebuilt after damage ({}); it grants \
+                 no vote until it holds index {} again",
+                q.reason, q.target
+            )));
+        }
+    }
     match kind {
         Kind::Append => match wire::decode::<AppendEntriesRequest<TypeConfig>>(payload) {
             Ok(req) => answer(g.raft.append_entries(req).await.map_err(|e| e.to_string())),
@@ -174,6 +220,16 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
             )
             .await
             .map_err(|e| Refusal::from(&e)))),
+            Err(e) => answer::<()>(Err(e.to_string())),
+        },
+        Kind::AllowRevert => match wire::decode::<u64>(payload) {
+            Ok(node) => answer(
+                match g.raft.trigger().allow_next_revert(&node, true).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(fatal) => Err(fatal.to_string()),
+                },
+            ),
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::SnapshotDone => match wire::decode::<SnapshotDone>(payload) {

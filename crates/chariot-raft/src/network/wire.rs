@@ -39,6 +39,9 @@ pub enum Kind {
     TransferLeader = 6,
     /// A client write forwarded to the group's leader ([`crate::partition::Proposal`]).
     Propose = 7,
+    /// A replica rebuilt after damage asks the group's leader to replicate to it from
+    /// the beginning (the node id, `u64`): its log is shorter than the leader last saw.
+    AllowRevert = 8,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             5 => Kind::SnapshotDone,
             6 => Kind::TransferLeader,
             7 => Kind::Propose,
+            8 => Kind::AllowRevert,
             _ => return None,
         })
     }

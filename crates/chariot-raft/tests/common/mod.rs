@@ -97,6 +97,7 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
         Group {
             raft: raft.clone(),
             incoming: dir.join("incoming"),
+            quarantine: None,
         },
     );
     Node {
