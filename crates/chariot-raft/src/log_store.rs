@@ -166,7 +166,7 @@ impl RaftLogStore {
 
     /// The vote as saved.
     pub fn saved_vote(&self) -> Option<Vote> {
-        lock(&self.inner.state).persisted.vote.clone()
+        lock(&self.inner.state).persisted.vote
     }
 
     /// The highest index this store knew of: the committed hint or its last entry.

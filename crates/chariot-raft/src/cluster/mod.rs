@@ -433,9 +433,9 @@ async fn lift_when_caught_up(
                 }
             }
         }
-        match tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        let changed = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        if let Ok(Err(_)) = changed {
+            return;
         }
     }
 }
