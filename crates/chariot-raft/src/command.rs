@@ -20,17 +20,10 @@ pub enum Command {
         /// The offset after the last record the group has processed.
         offset: u64,
     },
-    /// Moves a consumer group past one record (Rog's ack), never past the partition's
-    /// end as of this entry: decided when applied, so alike on every replica.
-    AckNext {
-        /// The consumer group.
-        group: String,
-    },
 }
 
 const APPEND: u8 = 1;
 const ACK: u8 = 2;
-const ACK_NEXT: u8 = 3;
 
 impl Command {
     /// The command's bytes in an entry of the Raft log.
@@ -43,10 +36,6 @@ impl Command {
             Command::Ack { group, offset } => {
                 out.push(ACK);
                 out.extend_from_slice(&offset.to_be_bytes());
-                out.extend_from_slice(group.as_bytes());
-            }
-            Command::AckNext { group } => {
-                out.push(ACK_NEXT);
                 out.extend_from_slice(group.as_bytes());
             }
         }
@@ -70,13 +59,6 @@ impl Command {
                     offset: u64::from_be_bytes(*offset),
                 })
             }
-            ACK_NEXT => {
-                let group = std::str::from_utf8(rest)
-                    .map_err(|_| CodecError::Invalid("ack group is not UTF-8".into()))?;
-                Ok(Command::AckNext {
-                    group: group.to_owned(),
-                })
-            }
             other => Err(CodecError::Invalid(format!("unknown command tag {other}"))),
         }
     }
@@ -87,7 +69,6 @@ impl fmt::Display for Command {
         match self {
             Command::Append(batch) => write!(f, "append({} bytes)", batch.len()),
             Command::Ack { group, offset } => write!(f, "ack({group}, {offset})"),
-            Command::AckNext { group } => write!(f, "ack-next({group})"),
         }
     }
 }
@@ -107,8 +88,6 @@ pub enum Response {
         /// The group's offset now.
         offset: u64,
     },
-    /// An [`Command::AckNext`] found the group at the partition's end: nothing moved.
-    AtEnd,
     /// A blank or membership entry was applied.
     Applied,
     /// A command the state machine refused (the batch did not decode, say): nothing was
@@ -129,10 +108,6 @@ mod tests {
             Command::Ack {
                 group: "g-ü".into(),
                 offset: u64::MAX,
-            },
-            Command::AckNext { group: "g".into() },
-            Command::AckNext {
-                group: String::new(),
             },
         ] {
             let mut b = Vec::new();

@@ -18,6 +18,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
+use crate::network::peers::ForwardError;
 use crate::network::{GroupId, PartitionRaft, Peers};
 use crate::state_machine::PartitionStateMachine;
 use crate::TypeConfig;
@@ -147,19 +148,17 @@ pub async fn propose(
                         acks,
                         all_wait_ms: all_wait.as_millis() as u64,
                     };
-                    match peers
-                        .propose(leader, group, &proposal, COMMIT_TIMEOUT + all_wait)
-                        .await
-                    {
+                    // The leader's own budget plus slack, so that its definite answer
+                    // is not taken for a lost one.
+                    let wait = COMMIT_TIMEOUT + all_wait + Duration::from_secs(5);
+                    match peers.propose(leader, group, &proposal, wait).await {
                         Ok(answer) => answer.map_err(BrokerError::from),
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                            // Never reached the leader: nothing proposed.
-                            Err(BrokerError::NotLeader {
-                                leader: Some(leader),
-                                addr: Some(node.addr),
-                            })
-                        }
-                        Err(e) => Err(BrokerError::Indeterminate(format!(
+                        // Never reached the leader: nothing proposed, so it may be retried.
+                        Err(ForwardError::NotSent(_)) => Err(BrokerError::NotLeader {
+                            leader: Some(leader),
+                            addr: Some(node.addr),
+                        }),
+                        Err(ForwardError::Lost(e)) => Err(BrokerError::Indeterminate(format!(
                             "forwarded to the leader, node {leader}: {e}"
                         ))),
                     }
@@ -382,8 +381,17 @@ impl GroupOffsets for RaftPartition {
             if self.stopped.load(Ordering::Acquire) {
                 return Err(BrokerError::ShuttingDown);
             }
-            let command = Command::AckNext {
+            // Rog's ack acknowledges the record a fetch here returned: the one at this
+            // replica's view of the group. The entry says so (`max(old, from + 1)`), so a
+            // retried ack, or an ack through a replica that had not yet applied an
+            // earlier one, never moves the group past a record nobody fetched.
+            let from = self.offset(group);
+            if from >= self.sm.log().next_offset() {
+                return Err(BrokerError::NoData);
+            }
+            let command = Command::Ack {
                 group: group.to_owned(),
+                offset: from + 1,
             };
             let proposed = propose(
                 &self.raft,
@@ -394,24 +402,20 @@ impl GroupOffsets for RaftPartition {
                 Duration::ZERO,
             )
             .await?;
-            // Applied on the leader; a fetch here must not see the group where it was.
-            let applied = self
+            let Response::Acked { offset } = proposed.response else {
+                return Err(BrokerError::Storage(format!(
+                    "an ack was answered {:?}",
+                    proposed.response
+                )));
+            };
+            // Committed; a fetch here should see it, so wait (bounded) until it is
+            // applied here too. Past the wait the ack still stands.
+            let _ = self
                 .raft
                 .wait(Some(APPLY_WAIT))
                 .applied_index_at_least(Some(proposed.index), "the ack applied here")
                 .await;
-            if applied.is_err() {
-                return Err(BrokerError::Indeterminate(format!(
-                    "the ack is committed but not applied on this node within {APPLY_WAIT:?}"
-                )));
-            }
-            match proposed.response {
-                Response::Acked { offset } => Ok(offset),
-                Response::AtEnd => Err(BrokerError::NoData),
-                other => Err(BrokerError::Storage(format!(
-                    "an ack was answered {other:?}"
-                ))),
-            }
+            Ok(offset)
         })
     }
 }

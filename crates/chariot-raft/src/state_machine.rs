@@ -510,16 +510,6 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     *now = (*now).max(offset);
                     Response::Acked { offset: *now }
                 }
-                EntryPayload::Normal(Command::AckNext { group }) => {
-                    let end = st.now.partition_next;
-                    let now = st.now.groups.entry(group).or_insert(0);
-                    if *now >= end {
-                        Response::AtEnd
-                    } else {
-                        *now += 1;
-                        Response::Acked { offset: *now }
-                    }
-                }
                 EntryPayload::Normal(Command::Append(_)) => {
                     Response::Refused("an append outside its run".into())
                 }

@@ -236,10 +236,6 @@ impl Server {
             .and_then(|opened| opened)
             .map_err(|error| ServerError::Open { dir, error })?;
         let broker = Arc::new(broker);
-        let cluster = match &config.cluster {
-            Some(settings) => Some(start_cluster(settings, &config, &broker).await?),
-            None => None,
-        };
         let tcp = bind("native", config.tcp_addr).await?;
         let http = bind("http", config.http_addr).await?;
         let records = bind("records", config.chariots_addr).await?;
@@ -271,6 +267,12 @@ impl Server {
         // Only now: start-up may replace system logs (compaction), which the scrub
         // would hold open.
         broker.start_scrub()?;
+        // Last of what can fail, so that a start that fails leaves no cluster node
+        // running.
+        let cluster = match &config.cluster {
+            Some(settings) => Some(start_cluster(settings, &config, &broker).await?),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let budget = ByteBudget::new(config.max_inflight_bytes);
         let conn = Arc::new(ConnConfig {

@@ -110,6 +110,8 @@ struct Inner {
     /// The image as folded and reconciled.
     image: watch::Sender<Arc<Image>>,
     open: tokio::sync::Mutex<BTreeMap<String, OpenLog>>,
+    /// A log failed to open: the next fold tries again.
+    retry: std::sync::atomic::AtomicBool,
     fold: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -148,7 +150,11 @@ impl Cluster {
             .map(|(&id, addr)| (id, BasicNode { addr: addr.clone() }))
             .collect();
         if !meta.rebuilt {
-            initialize(&meta.raft, members).await?;
+            if let Err(e) = initialize(&meta.raft, members).await {
+                groups.remove(META_GROUP);
+                let _ = meta.raft.shutdown().await;
+                return Err(e);
+            }
         }
         let (image, _) = watch::channel(Arc::new(Image::default()));
         let inner = Arc::new(Inner {
@@ -160,6 +166,7 @@ impl Cluster {
             meta,
             image,
             open: tokio::sync::Mutex::new(BTreeMap::new()),
+            retry: std::sync::atomic::AtomicBool::new(false),
             fold: Mutex::new(None),
         });
         // What is applied here already, before anything is served.
@@ -254,9 +261,10 @@ impl Cluster {
             t.abort();
             let _ = t.await;
         }
-        let open = std::mem::take(&mut *self.inner.open.lock().await);
-        for (_, log) in open {
-            for g in log.groups {
+        // Every group registered, also one a fold stopped half-way had opened.
+        self.inner.open.lock().await.clear();
+        for g in self.inner.groups.ids() {
+            if g != META_GROUP {
                 self.inner.close_group(g, false).await;
             }
         }
@@ -448,7 +456,10 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
             None => return,
         }
         // Applied entries show in the metrics; the tick covers a missed change.
-        let _ = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await {
+            tracing::error!("the metadata group stopped; this node follows no more changes");
+            return;
+        }
     }
 }
 
@@ -459,6 +470,10 @@ impl Inner {
         let mut image = (*self.image.borrow().clone()).clone();
         let log = self.meta.sm.log();
         if log.next_offset() <= image.folded {
+            // Nothing new; try again what failed to open (out of descriptors, say).
+            if self.retry.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                self.reconcile(&image).await;
+            }
             return;
         }
         let records = match read_values(log, image.folded).await {
@@ -505,7 +520,10 @@ impl Inner {
                 Ok(o) => {
                     open.insert(name.clone(), o);
                 }
-                Err(e) => tracing::error!(log = name, error = %e, "cannot open the log's groups"),
+                Err(e) => {
+                    self.retry.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::error!(log = name, error = %e, "cannot open the log's groups; retrying")
+                }
             }
         }
     }
@@ -557,7 +575,12 @@ impl Inner {
                 })
                 .collect();
             if !member.rebuilt {
-                initialize(&member.raft, members).await?;
+                if let Err(e) = initialize(&member.raft, members).await {
+                    for g in groups {
+                        self.close_group(g, false).await;
+                    }
+                    return Err(e);
+                }
             }
             writers.push(Arc::new(RaftPartition::new(
                 member.raft,
@@ -607,14 +630,20 @@ impl Inner {
     /// Removes the directories of groups that the image had and no longer has (their
     /// log was deleted while this node was away).
     async fn remove_orphans(&self) {
-        let next = self.image.borrow().next_group;
-        let open: Vec<GroupId> = self
-            .open
-            .lock()
-            .await
-            .values()
-            .flat_map(|o| o.groups.iter().copied())
-            .collect();
+        let me = self.config.node_id;
+        let (next, open): (GroupId, Vec<GroupId>) = {
+            let image = self.image.borrow();
+            // Every group the image places here, opened or not (one that failed to
+            // open keeps its files: they may be all that is left of its entries).
+            let live = image
+                .logs
+                .values()
+                .flat_map(|l| l.partitions.iter())
+                .filter(|p| p.replicas.iter().any(|r| r.id == me))
+                .map(|p| p.group)
+                .collect();
+            (image.next_group, live)
+        };
         let root = self.config.dir.join("groups");
         let Ok(mut listing) = tokio::fs::read_dir(&root).await else {
             return;

@@ -39,6 +39,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests queued for a connection's writer.
 const QUEUE: usize = 1024;
 
+/// Why a forwarded write got no answer.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// It never reached the node: nothing was proposed.
+    NotSent(io::Error),
+    /// It was sent and its answer was lost: it may have been proposed.
+    Lost(io::Error),
+}
+
 /// The peers of this node and the connections to them. Clones share them.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -56,12 +65,16 @@ struct Conn {
     tx: mpsc::Sender<Frame>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     dead: AtomicBool,
+    /// Set once the connection is given up: its reader and writer tasks end, and the
+    /// socket closes with them.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Conn {
     fn fail_all(&self) {
         self.dead.store(true, Ordering::Release);
         lock(&self.waiting).clear();
+        self.closed.send_replace(true);
     }
 }
 
@@ -113,15 +126,27 @@ impl Peers {
         stream.set_nodelay(true)?;
         let (mut rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Frame>(QUEUE);
+        let (closed, closed_rx) = tokio::sync::watch::channel(false);
         let conn = Arc::new(Conn {
             tx,
             waiting: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            closed,
         });
-        let writer_conn = Arc::clone(&conn);
+        // The writer holds the connection weakly: once nobody else does (replaced after
+        // a failure, or the node's peers dropped), the channel closes and it ends.
+        let writer_conn = Arc::downgrade(&conn);
+        let mut writer_closed = closed_rx.clone();
         tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(256 << 10, wr);
-            while let Some(f) = rx.recv().await {
+            loop {
+                let f = tokio::select! {
+                    f = rx.recv() => match f {
+                        Some(f) => f,
+                        None => return,
+                    },
+                    _ = writer_closed.wait_for(|c| *c) => return,
+                };
                 let mut ok = wire::write_frame(&mut w, &f).await.is_ok();
                 // Everything queued meanwhile goes out with one flush.
                 while ok {
@@ -131,22 +156,32 @@ impl Peers {
                     }
                 }
                 if !ok || w.flush().await.is_err() {
-                    writer_conn.fail_all();
+                    if let Some(c) = writer_conn.upgrade() {
+                        c.fail_all();
+                    }
                     return;
                 }
             }
         });
-        let reader_conn = Arc::clone(&conn);
+        let reader_conn = Arc::downgrade(&conn);
+        let mut reader_closed = closed_rx;
         tokio::spawn(async move {
             loop {
-                match wire::read_frame(&mut rd).await {
+                let read = tokio::select! {
+                    r = wire::read_frame(&mut rd) => r,
+                    _ = reader_closed.wait_for(|c| *c) => return,
+                };
+                let Some(conn) = reader_conn.upgrade() else {
+                    return;
+                };
+                match read {
                     Ok(Some(f)) => {
-                        if let Some(tx) = lock(&reader_conn.waiting).remove(&f.id) {
+                        if let Some(tx) = lock(&conn.waiting).remove(&f.id) {
                             let _ = tx.send(f);
                         }
                     }
                     Ok(None) | Err(_) => {
-                        reader_conn.fail_all();
+                        conn.fail_all();
                         return;
                     }
                 }
@@ -238,16 +273,31 @@ impl Peers {
     }
 
     /// Forwards a client write to node `target`, which proposes it to group `group`
-    /// if it leads it (else refuses it, naming the leader it knows).
+    /// if it leads it (else refuses it, naming the leader it knows). The error says
+    /// whether the proposal may have reached the node.
     pub async fn propose(
         &self,
         target: u64,
         group: GroupId,
         proposal: &Proposal,
         timeout: Duration,
-    ) -> io::Result<Result<Proposed, Refusal>> {
-        self.rpc(target, Kind::Propose, group, proposal, timeout)
+    ) -> Result<Result<Proposed, Refusal>, ForwardError> {
+        // Nothing is sent until a connection exists.
+        self.conn(target).await.map_err(ForwardError::NotSent)?;
+        let payload = wire::encode(proposal).map_err(ForwardError::NotSent)?;
+        let bytes = self
+            .call(target, Kind::Propose, group, payload, timeout)
             .await
+            .map_err(ForwardError::Lost)?;
+        match wire::decode::<Result<Result<Proposed, Refusal>, String>>(&bytes) {
+            Ok(Ok(answer)) => Ok(answer),
+            // The node answers a bare error only before proposing (no such group here,
+            // a frame it cannot decode).
+            Ok(Err(e)) => Err(ForwardError::NotSent(io::Error::other(format!(
+                "node {target}: {e}"
+            )))),
+            Err(e) => Err(ForwardError::Lost(e)),
+        }
     }
 
     /// Asks node `target`, the leader of group `group`, to replicate to node `node`

@@ -100,6 +100,16 @@ impl Groups {
             .remove(&id)
     }
 
+    /// The ids of the groups served here.
+    pub fn ids(&self) -> Vec<GroupId> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Group `id`, if served here.
     pub fn get(&self, id: GroupId) -> Option<Group> {
         self.map
