@@ -36,7 +36,7 @@ def free_ports(n: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, pool, n: int, extra: list[str], netns=None):
+    def __init__(self, pool, n: int, extra: list[str], netns=None, env=None):
         """``netns``: a :class:`netns.Netns` to run each node in a namespace of its own."""
         if netns is None:
             addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
@@ -45,9 +45,9 @@ class Cluster:
         peers = ",".join(f"{i}={a}" for i, a in enumerate(addrs, start=1))
         self.nodes = {}
         for i, addr in enumerate(addrs, start=1):
-            placement = {}
+            placement = {"env": env}
             if netns is not None:
-                placement = {"prefix": netns.prefix(i), "bind_host": netns.addr(i)}
+                placement |= {"prefix": netns.prefix(i), "bind_host": netns.addr(i)}
             self.nodes[i] = pool.new(
                 "--node-id", str(i), "--cluster-addr", addr, "--peers", peers, *extra, **placement
             )

@@ -47,7 +47,8 @@ class ChariotServer:
     """One `chariot serve` process on a data directory that outlives restarts."""
 
     def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None,
-                 prefix: list[str] | None = None, bind_host: str = "127.0.0.1"):
+                 prefix: list[str] | None = None, bind_host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None):
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.extra_args = list(extra_args or [])
@@ -55,6 +56,8 @@ class ChariotServer:
         # listeners bind there.
         self.prefix = list(prefix or [])
         self.bind_host = bind_host
+        # Variables set for this server on top of the cleaned environment.
+        self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
         self.tcp_port = 0
@@ -82,6 +85,7 @@ class ChariotServer:
         # The server reads CHARIOT_* variables as defaults for its flags: keep the caller's
         # environment from changing what is under test.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHARIOT_")}
+        env.update(self.env)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
         stderr.close()
         line = self._read_ready_line()
@@ -185,12 +189,13 @@ class ServerPool:
         self.servers: list[ChariotServer] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="chariot-test-"))
 
-    def new(self, *extra_args: str, prefix: list[str] | None = None, bind_host: str = "127.0.0.1") -> ChariotServer:
+    def new(self, *extra_args: str, prefix: list[str] | None = None, bind_host: str = "127.0.0.1",
+            env: dict[str, str] | None = None) -> ChariotServer:
         base = self.tmp / f"s{len(self.servers)}"
         data, logs = base / "data", base / "logs"
         data.mkdir(parents=True)
         logs.mkdir(parents=True)
-        s = ChariotServer(data, logs, list(extra_args), prefix=prefix, bind_host=bind_host)
+        s = ChariotServer(data, logs, list(extra_args), prefix=prefix, bind_host=bind_host, env=env)
         self.servers.append(s)
         return s.start()
 
@@ -235,7 +240,7 @@ def make_cluster(request):
     from cluster import Cluster
 
     pool = ServerPool(request)
-    yield lambda n=3, *extra, netns=None: Cluster(pool, n, list(extra), netns=netns)
+    yield lambda n=3, *extra, netns=None, env=None: Cluster(pool, n, list(extra), netns=netns, env=env)
     pool.finish()
 
 

@@ -164,6 +164,16 @@ impl RaftLogStore {
         }
     }
 
+    /// Forgets a committed id beyond the log's end (only the seeded fault of
+    /// [`crate::cluster::SEEDED_FAULT`] does this: a replica that trusts a damaged log).
+    pub fn forget_lost_commits(&self) {
+        let mut st = lock(&self.inner.state);
+        let last = st.last.as_ref().map(|l| l.index);
+        if st.committed.as_ref().map(|c| c.index) > last {
+            st.committed = None;
+        }
+    }
+
     /// The vote as saved.
     pub fn saved_vote(&self) -> Option<Vote> {
         lock(&self.inner.state).persisted.vote
