@@ -10,8 +10,10 @@ by its own account, with the term no other node exceeds.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+import threading
 import time
 
 from chariot_client import ExtError, ProtocolError
@@ -129,3 +131,51 @@ class Cluster:
             history.info(pid)
             return
         history.ok(pid, base)
+
+    def new_log(self, name: str, partitions: int = 1) -> None:
+        """Creates a log through node 1 and waits until every live node lists it."""
+        r = self.nodes[1].http.post("/logs", {"name": name, "partitions": partitions})
+        assert r.status == 201, r
+        self.wait_listed(name)
+
+    @contextlib.contextmanager
+    def producers(self, history, log: str, n: int, nodes=None, timeout: float = 5.0):
+        """Runs ``n`` producer threads for the ``with`` block, each publishing unique
+        values to partition 0 of ``log`` through the nodes ``nodes()`` names (by default
+        the live ones) in turn, recorded in ``history``; stops and joins them on exit."""
+        stop = threading.Event()
+
+        def produce(k: int) -> None:
+            seq = 0
+            while not stop.is_set():
+                targets = nodes() if nodes else self.alive()
+                if not targets:
+                    time.sleep(0.05)
+                    continue
+                node = targets[(k + seq) % len(targets)]
+                self.publish(history, node, log, 0, f"p{k}-{seq}".encode(), timeout=timeout)
+                seq += 1
+
+        threads = [threading.Thread(target=produce, args=(k,), daemon=True) for k in range(n)]
+        for t in threads:
+            t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+
+    def check(self, history, log: str, timeout: float = 60.0):
+        """Waits for the replicas of partition 0 to agree, gives each to the history
+        checker, prints its figures and returns its report."""
+        for i, records in self.converged(log, 0, timeout=timeout).items():
+            history.replica(f"node{i}", records)
+        report = history.check()
+        print(report.summary())
+        return report
+
+
+def acked(history) -> int:
+    """Acknowledged publishes in ``history`` so far."""
+    return sum(1 for p in list(history.publishes.values()) if p.outcome == "ok")

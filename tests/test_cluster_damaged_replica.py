@@ -7,10 +7,10 @@ of every possible majority: nothing acknowledged is lost anywhere."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
+from cluster import acked
 from conftest import wait_until
 from history import History
 
@@ -43,39 +43,22 @@ def cut_short(path: Path) -> None:
 
 def test_a_damaged_replica_rebuilds_without_voting_and_nothing_is_lost(make_cluster):
     c = make_cluster(3)
-    assert c[1].http.post("/logs", {"name": "dmg", "partitions": 1}).status == 201
-    c.wait_listed("dmg")
+    c.new_log("dmg")
     group = next(p["group"] for p in c.status(1)["partitions"] if p["log"] == "dmg")
     h = History()
-    stop = threading.Event()
-
-    def producer(k: int) -> None:
-        seq = 0
-        while not stop.is_set():
-            alive = c.alive()
-            if alive:
-                c.publish(h, alive[(k + seq) % len(alive)], "dmg", 0, f"p{k}-{seq}".encode())
-            seq += 1
-
-    def acked() -> int:
-        return sum(1 for p in h.publishes.values() if p.outcome == "ok")
-
-    threads = [threading.Thread(target=producer, args=(k,), daemon=True) for k in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        # A flipped byte anywhere, or a Raft log shorter than what was committed, is
-        # found at start and the replica is rebuilt. A partition log cut short above
-        # its last checkpoint is mended by applying the Raft log's entries again (its
-        # records keep their offsets): no rebuild needed, nothing lost either.
-        rounds = (
-            (flip_byte, "raft", True),
-            (flip_byte, "sm", True),
-            (cut_short, "raft", True),
-            (cut_short, "sm", False),
-        )
+    # A flipped byte anywhere, or a Raft log shorter than what was committed, is found
+    # at start and the replica is rebuilt. A partition log cut short above its last
+    # checkpoint is mended by applying the Raft log's entries again (its records keep
+    # their offsets): no rebuild needed, nothing lost either.
+    rounds = (
+        (flip_byte, "raft", True),
+        (flip_byte, "sm", True),
+        (cut_short, "raft", True),
+        (cut_short, "sm", False),
+    )
+    with c.producers(h, "dmg", 3):
         for damage, part, rebuilt in rounds:
-            wait_until(lambda: acked() > 200 * (h.fault_rounds + 1), timeout=30, what="acknowledged writes")
+            wait_until(lambda: acked(h) > 200 * (h.fault_rounds + 1), timeout=30, what="acknowledged writes")
             leader = c.leader_of("dmg", 0)
             victim = next(i for i in c.ids() if i != leader)
             gdir = c[victim].data_dir / "cluster" / "groups" / str(group)
@@ -87,12 +70,14 @@ def test_a_damaged_replica_rebuilds_without_voting_and_nothing_is_lost(make_clus
             if rebuilt:
                 now = len(list(gdir.glob("damaged-*")))
                 assert now == set_aside + 1, f"node {victim} did not set its damaged files aside"
+
             # Rebuilt from its peers, it votes again...
             def voting() -> bool:
                 st = c.status(victim)
                 p = next(p for p in st["partitions"] if p["group"] == group)
                 local = p.get("local") or {}
                 return "rebuilding" not in local and local.get("last_applied") is not None
+
             wait_until(voting, timeout=30, what=f"node {victim} to rebuild its replica")
             # ...and is needed for every majority once the leader is gone.
             c.kill(leader)
@@ -100,12 +85,5 @@ def test_a_damaged_replica_rebuilds_without_voting_and_nothing_is_lost(make_clus
             time.sleep(0.5)
             c[leader].start()
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-    for i, records in c.converged("dmg", 0, timeout=60).items():
-        h.replica(f"node{i}", records)
-    report = h.check()
-    print(report.summary())
+    report = c.check(h, "dmg")
     assert report.ok, report.summary()

@@ -5,9 +5,9 @@ checker finds every acknowledged record exactly once, at its offset, on every no
 
 from __future__ import annotations
 
-import threading
 import time
 
+from cluster import acked
 from history import History
 
 ROUNDS = 3
@@ -16,26 +16,9 @@ PRODUCERS = 4
 
 def test_leader_kill_loses_nothing_acknowledged(make_cluster):
     c = make_cluster(3)
-    assert c[1].http.post("/logs", {"name": "stream", "partitions": 1}).status == 201
-    c.wait_listed("stream")
+    c.new_log("stream")
     h = History()
-    stop = threading.Event()
-
-    def producer(k: int) -> None:
-        seq = 0
-        while not stop.is_set():
-            alive = c.alive()
-            if not alive:
-                time.sleep(0.05)
-                continue
-            node = alive[(k + seq) % len(alive)]
-            c.publish(h, node, "stream", 0, f"p{k}-{seq}".encode())
-            seq += 1
-
-    threads = [threading.Thread(target=producer, args=(k,), daemon=True) for k in range(PRODUCERS)]
-    for t in threads:
-        t.start()
-    try:
+    with c.producers(h, "stream", PRODUCERS, timeout=40.0):
         for _ in range(ROUNDS):
             time.sleep(1.0)
             leader = c.leader_of("stream", 0)
@@ -46,15 +29,6 @@ def test_leader_kill_loses_nothing_acknowledged(make_cluster):
             time.sleep(1.0)
             c[leader].start()
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-    final = c.converged("stream", 0, timeout=60)
-    for i, records in final.items():
-        h.replica(f"node{i}", records)
-    report = h.check()
-    print(report.summary())
-    acked = sum(1 for p in h.publishes.values() if p.outcome == "ok")
-    assert acked > 0
+    report = c.check(h, "stream")
+    assert acked(h) > 0
     assert report.ok, report.summary()

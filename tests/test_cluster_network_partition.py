@@ -12,62 +12,40 @@ every node, the isolated one included."""
 
 from __future__ import annotations
 
-import threading
 import time
 
+from cluster import acked
 from conftest import wait_until
 from history import History
 
 
 def test_isolated_leader_and_follower_lose_nothing_and_converge(netns3, make_cluster):
     c = make_cluster(3, netns=netns3)
-    assert c[1].http.post("/logs", {"name": "np", "partitions": 1}).status == 201
-    c.wait_listed("np")
+    c.new_log("np")
     h = History()
-    stop = threading.Event()
-
-    def producer(k: int) -> None:
-        seq = 0
-        while not stop.is_set():
-            node = c.ids()[(k + seq) % 3]
-            c.publish(h, node, "np", 0, f"p{k}-{seq}".encode(), timeout=3.0)
-            seq += 1
-
-    def acked() -> int:
-        return sum(1 for p in h.publishes.values() if p.outcome == "ok")
-
-    threads = [threading.Thread(target=producer, args=(k,), daemon=True) for k in range(3)]
-    for t in threads:
-        t.start()
     try:
-        time.sleep(1.0)
-        leader = c.leader_of("np", 0)
-        netns3.isolate(leader)
-        h.fault_rounds += 1
-        majority = [i for i in c.ids() if i != leader]
-        new_leader = c.leader_of("np", 0, among=majority)
-        assert new_leader != leader
-        before = acked()
-        wait_until(lambda: acked() > before + 20, timeout=30, what="writes on the majority side")
-        time.sleep(1.0)
-        netns3.heal(leader)
+        with c.producers(h, "np", 3, nodes=c.ids, timeout=3.0):
+            time.sleep(1.0)
+            leader = c.leader_of("np", 0)
+            netns3.isolate(leader)
+            h.fault_rounds += 1
+            majority = [i for i in c.ids() if i != leader]
+            assert c.leader_of("np", 0, among=majority) != leader
+            before = acked(h)
+            wait_until(lambda: acked(h) > before + 20, timeout=30, what="writes on the majority side")
+            time.sleep(1.0)
+            netns3.heal(leader)
 
-        time.sleep(1.0)
-        follower = next(i for i in c.ids() if i != c.leader_of("np", 0))
-        netns3.isolate(follower)
-        h.fault_rounds += 1
-        before = acked()
-        wait_until(lambda: acked() > before + 20, timeout=30, what="writes without the follower")
-        netns3.heal(follower)
-        time.sleep(1.0)
+            time.sleep(1.0)
+            follower = next(i for i in c.ids() if i != c.leader_of("np", 0))
+            netns3.isolate(follower)
+            h.fault_rounds += 1
+            before = acked(h)
+            wait_until(lambda: acked(h) > before + 20, timeout=30, what="writes without the follower")
+            netns3.heal(follower)
+            time.sleep(1.0)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
         for i in c.ids():
             netns3.heal(i)
-    for i, records in c.converged("np", 0, timeout=60).items():
-        h.replica(f"node{i}", records)
-    report = h.check()
-    print(report.summary())
+    report = c.check(h, "np")
     assert report.ok, report.summary()

@@ -11,60 +11,39 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
+from cluster import acked
 from conftest import wait_until
 from history import History
 
 
 def test_a_paused_leader_is_replaced_and_catches_up(make_cluster):
     c = make_cluster(3)
-    assert c[1].http.post("/logs", {"name": "paused", "partitions": 1}).status == 201
-    c.wait_listed("paused")
+    c.new_log("paused")
     h = History()
-    stop = threading.Event()
     paused: set[int] = set()
-
-    def producer(k: int) -> None:
-        seq = 0
-        while not stop.is_set():
-            live = [i for i in c.ids() if i not in paused]
-            c.publish(h, live[(k + seq) % len(live)], "paused", 0, f"p{k}-{seq}".encode())
-            seq += 1
-
-    threads = [threading.Thread(target=producer, args=(k,), daemon=True) for k in range(3)]
-    for t in threads:
-        t.start()
     try:
-        for _ in range(2):
-            time.sleep(0.7)
-            leader = c.leader_of("paused", 0)
-            paused.add(leader)
-            os.kill(c[leader].proc.pid, signal.SIGSTOP)
-            h.fault_rounds += 1
-            others = [i for i in c.ids() if i != leader]
-            c.leader_of("paused", 0, among=others)
-            acked_before = sum(1 for p in h.publishes.values() if p.outcome == "ok")
-            # Writes go on without the paused node.
-            wait_until(
-                lambda: sum(1 for p in h.publishes.values() if p.outcome == "ok") > acked_before + 20,
-                timeout=20,
-                what="acknowledged writes while a node is paused",
-            )
-            os.kill(c[leader].proc.pid, signal.SIGCONT)
-            paused.discard(leader)
-        time.sleep(0.5)
+        with c.producers(h, "paused", 3, nodes=lambda: [i for i in c.ids() if i not in paused]):
+            for _ in range(2):
+                time.sleep(0.7)
+                leader = c.leader_of("paused", 0)
+                paused.add(leader)
+                os.kill(c[leader].proc.pid, signal.SIGSTOP)
+                h.fault_rounds += 1
+                others = [i for i in c.ids() if i != leader]
+                c.leader_of("paused", 0, among=others)
+                before = acked(h)
+                # Writes go on without the paused node.
+                wait_until(lambda: acked(h) > before + 20, timeout=20,
+                           what="acknowledged writes while a node is paused")
+                os.kill(c[leader].proc.pid, signal.SIGCONT)
+                paused.discard(leader)
+            time.sleep(0.5)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
         for i in c.ids():
             os.kill(c[i].proc.pid, signal.SIGCONT)
-    for i, records in c.converged("paused", 0, timeout=60).items():
-        h.replica(f"node{i}", records)
-    report = h.check()
-    print(report.summary())
+    report = c.check(h, "paused")
     assert report.ok, report.summary()
 
 

@@ -59,6 +59,11 @@ pub struct LogConfig {
     /// and XFS; it costs one extra background write of the bytes it zeroes. Ignored by
     /// the non-durable policies.
     pub zero_fill_ahead: bool,
+    /// Reserve each active segment's full size on disk (`fallocate`), so that appends
+    /// change no file-size metadata and each fdatasync writes data only. Off for logs
+    /// never fsynced on their own (a replica's partition log), where it buys nothing and
+    /// costs a whole segment of disk per log at rest.
+    pub preallocate: bool,
     /// How long [`crate::Log::open`] waits for the directory's lock when another process
     /// holds it (a server restarted before the previous one has exited), logging that it
     /// waits, before failing with [`LogError::Locked`]. Zero: try once.
@@ -75,6 +80,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_age: None,
             zero_fill_ahead: true,
+            preallocate: true,
             lock_wait: Duration::ZERO,
         }
     }

@@ -257,3 +257,51 @@ fn non_durable_policies_and_the_switch_leave_preallocation_alone() {
         );
     }
 }
+
+#[test]
+fn without_preallocation_a_segment_takes_only_what_it_holds() {
+    let _serial = serial();
+    let dir = disk_tempdir();
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        max_batch_bytes: 1 << 20,
+        sync: SyncPolicy::Never,
+        zero_fill_ahead: false,
+        preallocate: false,
+        ..LogConfig::default()
+    };
+    let mut expected = Vec::new();
+    {
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        for i in 0..3 {
+            let v = value_for(i, 1000);
+            let info = log.append(&mut batch(std::slice::from_ref(&v))).unwrap();
+            expected.push((info.base_offset, v));
+        }
+        let path = log.segments()[0].path.clone();
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        assert!(on_disk < 64 << 10, "{on_disk} bytes for three 1 KB records");
+        log.close().unwrap();
+    }
+    // Reopened (recovery would reserve the segment if asked to), still no reservation.
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(read_all(&log), expected);
+    let path = log.segments()[0].path.clone();
+    assert!(std::fs::metadata(&path).unwrap().len() < 64 << 10);
+    // The default reserves the active segment in full.
+    drop(log);
+    let reserved = Log::open(
+        dir.path(),
+        LogConfig {
+            preallocate: true,
+            ..LogConfig {
+                segment_bytes: 16 << 20,
+                max_batch_bytes: 1 << 20,
+                ..LogConfig::default()
+            }
+        },
+    )
+    .unwrap();
+    let path = reserved.segments()[0].path.clone();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 << 20);
+}

@@ -375,6 +375,9 @@ impl Server {
     }
 }
 
+/// Segment size of a partition replica's Raft log (at least).
+const RAFT_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// Binds the inter-node port, serves this node's groups on it, and starts the cluster
 /// node (which takes over the broker's creates and deletes of logs).
 async fn start_cluster(
@@ -416,13 +419,20 @@ async fn start_cluster(
         node_id: settings.node_id,
         peers: settings.peers.clone(),
         dir: config.broker.data_dir.join("cluster"),
+        // Never fsynced on its own: no disk reserved ahead, no zeros written ahead.
         replica_log: chariot_log::LogConfig {
             sync: chariot_log::SyncPolicy::Never,
             retention_bytes: None,
             retention_age: None,
+            preallocate: false,
+            zero_fill_ahead: false,
             ..log.clone()
         },
+        // Purged below each snapshot, so its segments can be small (each active one is
+        // reserved on disk in full): room for the largest batch and its entry's header.
         raft_log: chariot_log::LogConfig {
+            segment_bytes: RAFT_SEGMENT_BYTES.max(log.max_batch_bytes as u64 + (1 << 20)),
+            max_batch_bytes: log.max_batch_bytes + (64 << 10),
             retention_bytes: None,
             retention_age: None,
             ..log

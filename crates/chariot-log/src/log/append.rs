@@ -299,7 +299,9 @@ impl Shared {
         // is not in the list (its directory entry not durable) would break the next
         // roll and the next open: refuse further writes instead.
         let seg = Arc::new(Segment::create(&self.dir, w.next_offset)?);
-        seg.preallocate(self.config.segment_bytes);
+        if self.config.preallocate {
+            seg.preallocate(self.config.segment_bytes);
+        }
         if let Err(e) = sync_dir(&self.dir) {
             return Err(self.poison(e));
         }

@@ -179,7 +179,7 @@ impl Log {
         // What recovery kept may only be in the page cache (kill -9 under a lazy policy):
         // make it durable before anyone is told it exists.
         active.sync()?;
-        if damage.is_none() {
+        if damage.is_none() && config.preallocate {
             active.preallocate(config.segment_bytes);
         }
         let next = active.next_offset();

@@ -201,12 +201,25 @@ impl Cluster {
         use serde_json::json;
         let raft_state = |raft: &PartitionRaft| {
             let m = raft.metrics().borrow_watched().clone();
+            // On the leader: how far behind its last entry each replica is, in entries
+            // (a replica it has not heard from yet counts from the start).
+            let last = m.last_log_index.unwrap_or(0);
+            let lag: Option<BTreeMap<String, u64>> = m.replication.as_ref().map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .map(|(id, matched)| {
+                        let at = matched.as_ref().map_or(0, |l| l.index + 1);
+                        (id.to_string(), (last + 1).saturating_sub(at))
+                    })
+                    .collect()
+            });
             json!({
                 "state": format!("{:?}", m.state).to_lowercase(),
                 "leader": m.current_leader,
                 "term": m.current_term,
                 "last_log_index": m.last_log_index,
                 "last_applied": m.last_applied.map(|l| l.index),
+                "replica_lag": lag,
             })
         };
         let image = self.image();
