@@ -46,6 +46,8 @@ CMD_PUBLISH_RECORDS = 0x11
 CMD_READ_RANGE = 0x12
 CMD_LIST_LOGS = 0x13
 CMD_DESCRIBE_LOG = 0x14
+CMD_PUBLISH_RECORDS_ACKS = 0x16
+ACKS_QUORUM, ACKS_ALL = 0, 1
 
 STATUS_OK = 0x00
 STATUS_ERROR = 0x01
@@ -279,6 +281,10 @@ def body_publish_records(name: str | bytes, partition: int, values: Iterable[byt
 
 def encode_publish_records(name: str | bytes, partition: int, values: Iterable[bytes]) -> bytes:
     return encode_ext(CMD_PUBLISH_RECORDS, body_publish_records(name, partition, values))
+
+
+def encode_publish_records_acks(name: str | bytes, partition: int, values: Iterable[bytes], acks: int) -> bytes:
+    return encode_ext(CMD_PUBLISH_RECORDS_ACKS, u8(acks) + body_publish_records(name, partition, values))
 
 
 def encode_read_range(name: str | bytes, partition: int, offset: int, max_bytes: int) -> bytes:
@@ -638,6 +644,11 @@ class Connection:
 
     def publish_records(self, name: str | bytes, partition: int, values: Iterable[bytes]) -> int:
         self.send_raw(encode_publish_records(name, partition, values))
+        return decode_publish_records_body(read_ext_response(self.sock))
+
+    def publish_records_acks(self, name: str | bytes, partition: int, values: Iterable[bytes],
+                             acks: int = ACKS_ALL) -> int:
+        self.send_raw(encode_publish_records_acks(name, partition, values, acks))
         return decode_publish_records_body(read_ext_response(self.sock))
 
     def read_range(self, name: str | bytes, partition: int, offset: int, max_bytes: int = 1 << 20) -> ReadRange:

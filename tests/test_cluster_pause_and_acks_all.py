@@ -13,6 +13,7 @@ import os
 import signal
 import time
 
+from chariot_client import ACKS_ALL, ACKS_QUORUM, ExtError
 from cluster import acked
 from conftest import wait_until
 from history import History
@@ -65,6 +66,15 @@ def test_acks_all_with_a_replica_down_is_refused_never_acknowledged_falsely(make
     assert r.json()["code"] == "not_all_replicas", r.json()
     r = c[up[0]].http.post(path + "?acks=all", [{"value": "needs-all-2"}])
     assert r.status == 503 and r.json()["code"] == "not_all_replicas", r
+    # The native protocol's publish with acks (0x16): wire code 19.
+    with c[up[1]].connect(timeout=30) as conn:
+        try:
+            conn.publish_records_acks("default", 0, [b"needs-all-3"], ACKS_ALL)
+            raise AssertionError("acks=all acknowledged with a replica down")
+        except ExtError as e:
+            assert e.code == 19, e
+        # acks=quorum through the same command is acknowledged.
+        conn.publish_records_acks("default", 0, [b"quorum-2"], ACKS_QUORUM)
     c[down].expect_dead = False
     c[down].start()
     # Back: acks=all works again, and the node has everything, the refused ones too
@@ -74,9 +84,11 @@ def test_acks_all_with_a_replica_down_is_refused_never_acknowledged_falsely(make
         return r.status == 200
 
     wait_until(inserted, timeout=30, what="acks=all with every replica up")
-    want = ["first", "quorum", "needs-all", "needs-all-2", "all-again"]
+    with c[up[0]].connect(timeout=30) as conn:
+        conn.publish_records_acks("default", 0, [b"all-native"], ACKS_ALL)
+    want = ["first", "quorum", "needs-all", "needs-all-2", "needs-all-3", "quorum-2", "all-native"]
     for i in c.ids():
         got = c[i].http.get("/get-all").json()
         # A retried insert may have stored all-again more than once while refused.
-        assert [v for v in got if v != "all-again"] == want[:-1], (i, got)
+        assert [v for v in got if v != "all-again"] == want, (i, got)
         assert "all-again" in got

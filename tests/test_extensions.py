@@ -175,6 +175,21 @@ def test_publish_records_errors(conn, log_name):
     assert conn.values(log_name, 0) == []
 
 
+def test_publish_records_with_acks_on_a_single_node(server, log_name):
+    """0x16: the node is every copy there is, so both acks values are answered as 0x11 is;
+    an acks value that is neither is a malformed frame, and nothing is appended."""
+    with server.connect() as conn:
+        conn.create_log(log_name, 1)
+        assert conn.publish_records_acks(log_name, 0, [b"a", b"b"], cc.ACKS_ALL) == 0
+        assert conn.publish_records_acks(log_name, 0, [b"c"], cc.ACKS_QUORUM) == 2
+        conn.send_raw(cc.encode_publish_records_acks(log_name, 0, [b"x"], 7))
+        with pytest.raises(ExtError) as e:
+            cc.read_ext_response(conn.sock)
+        assert e.value.code == cc.E_MALFORMED_FRAME
+    with server.connect() as conn:
+        assert conn.values(log_name, 0) == [b"a", b"b", b"c"]
+
+
 # ---------------------------------------------------------------------------- read range
 
 

@@ -65,5 +65,5 @@ pub use limits::{
     Limits, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_RECORD_SIZE,
     MAX_RECORDS_PER_REQUEST,
 };
-pub use request::{Request, RequestKind};
+pub use request::{Request, RequestKind, ACKS_ALL, ACKS_QUORUM};
 pub use response::{GroupOffset, LogInfo, PartitionInfo, Response};

@@ -36,6 +36,9 @@ pub enum RequestKind {
     DescribeLog = 0x14,
     /// Extension: create a log, with a 32-bit partition count.
     CreateLogExt = 0x15,
+    /// Extension: append a list of record values, acknowledged once the copies the
+    /// request asks for hold them.
+    PublishRecordsAcks = 0x16,
 }
 
 /// Command bytes from here up are extensions; everything below is Rog's space,
@@ -44,7 +47,7 @@ pub(crate) const FIRST_EXTENSION_COMMAND: u8 = 0x10;
 
 impl RequestKind {
     /// Every kind, in command-byte order.
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 11] = [
         RequestKind::CreateLog,
         RequestKind::Publish,
         RequestKind::Fetch,
@@ -55,6 +58,7 @@ impl RequestKind {
         RequestKind::ListLogs,
         RequestKind::DescribeLog,
         RequestKind::CreateLogExt,
+        RequestKind::PublishRecordsAcks,
     ];
 
     /// The command byte that starts requests of this kind.
@@ -75,6 +79,7 @@ impl RequestKind {
             0x13 => RequestKind::ListLogs,
             0x14 => RequestKind::DescribeLog,
             0x15 => RequestKind::CreateLogExt,
+            0x16 => RequestKind::PublishRecordsAcks,
             _ => return None,
         })
     }
@@ -149,6 +154,18 @@ pub enum Request {
         /// The record values, in order.
         records: Vec<Bytes>,
     },
+    /// Extension `0x16`: [`Request::PublishRecords`] with the copies that must hold
+    /// the records before the answer: [`ACKS_QUORUM`] or [`ACKS_ALL`].
+    PublishRecordsAcks {
+        /// How many copies must hold the records.
+        acks: u8,
+        /// Log name.
+        log: String,
+        /// Partition index.
+        partition: u32,
+        /// The record values, in order.
+        records: Vec<Bytes>,
+    },
     /// Extension `0x12`: read whole record batches starting at `offset`.
     ReadRange {
         /// Log name.
@@ -177,6 +194,12 @@ pub enum Request {
     },
 }
 
+/// `acks` of [`Request::PublishRecordsAcks`]: a quorum of the partition's replicas (on
+/// a single node, the node), durably.
+pub const ACKS_QUORUM: u8 = 0;
+/// `acks` of [`Request::PublishRecordsAcks`]: every replica, durably.
+pub const ACKS_ALL: u8 = 1;
+
 /// A parsed request whose payloads are still positions in the input buffer.
 enum Draft {
     Ready(Request),
@@ -191,6 +214,7 @@ enum Draft {
         batch: Span,
     },
     PublishRecords {
+        acks: Option<u8>,
         log: String,
         partition: u32,
         records: Vec<Span>,
@@ -220,17 +244,29 @@ impl Draft {
                 batch: batch.cut(frame)?,
             },
             Draft::PublishRecords {
+                acks,
                 log,
                 partition,
                 records,
-            } => Request::PublishRecords {
-                log,
-                partition,
-                records: records
+            } => {
+                let records = records
                     .into_iter()
                     .map(|span| span.cut(frame))
-                    .collect::<Result<_, _>>()?,
-            },
+                    .collect::<Result<_, _>>()?;
+                match acks {
+                    None => Request::PublishRecords {
+                        log,
+                        partition,
+                        records,
+                    },
+                    Some(acks) => Request::PublishRecordsAcks {
+                        acks,
+                        log,
+                        partition,
+                        records,
+                    },
+                }
+            }
         })
     }
 }
@@ -245,6 +281,7 @@ impl Request {
             Request::Ack { .. } => RequestKind::Ack,
             Request::PublishBatch { .. } => RequestKind::PublishBatch,
             Request::PublishRecords { .. } => RequestKind::PublishRecords,
+            Request::PublishRecordsAcks { .. } => RequestKind::PublishRecordsAcks,
             Request::ReadRange { .. } => RequestKind::ReadRange,
             Request::ListLogs => RequestKind::ListLogs,
             Request::DescribeLog { .. } => RequestKind::DescribeLog,
@@ -334,6 +371,20 @@ impl Request {
                     .iter()
                     .try_for_each(|record| put_bytes32(dst, "record", record))
             }),
+            Request::PublishRecordsAcks {
+                acks,
+                log,
+                partition,
+                records,
+            } => put_frame(dst, Width::U32, |dst| {
+                dst.put_u8(*acks);
+                put_string8(dst, "log name", log)?;
+                dst.put_u32(*partition);
+                dst.put_u32(len32("record count", records.len())?);
+                records
+                    .iter()
+                    .try_for_each(|record| put_bytes32(dst, "record", record))
+            }),
             Request::ReadRange {
                 log,
                 partition,
@@ -411,8 +462,20 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
                 batch,
             }
         }
-        RequestKind::PublishRecords => {
+        RequestKind::PublishRecords | RequestKind::PublishRecordsAcks => {
             open_frame(r, limits)?;
+            let acks = if kind == RequestKind::PublishRecordsAcks {
+                match r.u8()? {
+                    a @ (ACKS_QUORUM | ACKS_ALL) => Some(a),
+                    _ => {
+                        return Err(
+                            ProtoError::Malformed("acks must be 0 (quorum) or 1 (all)").into()
+                        )
+                    }
+                }
+            } else {
+                None
+            };
             let log = r.string8("log name")?;
             let partition = r.u32()?;
             // Each record costs at least its 4-byte length.
@@ -434,6 +497,7 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
                 records.push(r.span(len)?);
             }
             Draft::PublishRecords {
+                acks,
                 log,
                 partition,
                 records,

@@ -191,7 +191,9 @@ impl Response {
             Response::Fetched { .. } => kind == RequestKind::Fetch,
             Response::RogError { .. } => !kind.is_extension(),
             Response::BatchPublished { .. } => kind == RequestKind::PublishBatch,
-            Response::RecordsPublished { .. } => kind == RequestKind::PublishRecords,
+            Response::RecordsPublished { .. } => {
+                kind == RequestKind::PublishRecords || kind == RequestKind::PublishRecordsAcks
+            }
             Response::Range { .. } => kind == RequestKind::ReadRange,
             Response::Logs { .. } => kind == RequestKind::ListLogs,
             Response::LogDescription { .. } => kind == RequestKind::DescribeLog,
@@ -351,7 +353,7 @@ fn parse(kind: RequestKind, r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft>
                 partitions: r.u32()?,
             })
         }
-        (STATUS_OK, RequestKind::PublishRecords) => {
+        (STATUS_OK, RequestKind::PublishRecords | RequestKind::PublishRecordsAcks) => {
             open_frame(r, limits)?;
             Draft::Ready(Response::RecordsPublished {
                 base_offset: r.u64()?,

@@ -76,6 +76,40 @@ fn publish_records_bytes() -> TestResult {
 }
 
 #[test]
+fn publish_records_acks_bytes() -> TestResult {
+    assert_request_bytes(
+        &Request::PublishRecordsAcks {
+            acks: chariot_proto::ACKS_ALL,
+            log: "a".into(),
+            partition: 1,
+            records: vec![Bytes::from_static(b"x")],
+        },
+        &[
+            0x16, // command
+            0, 0, 0, 16, // body length
+            1,  // acks: all
+            1, b'a', // log name
+            0, 0, 0, 1, // partition
+            0, 0, 0, 1, // record count
+            0, 0, 0, 1, b'x', // record 0
+        ],
+    )
+}
+
+#[test]
+fn publish_records_acks_refuses_an_unknown_acks_value() {
+    let mut buf =
+        bytes::BytesMut::from(&[0x16u8, 0, 0, 0, 12, 2, 1, b'a', 0, 0, 0, 1, 0, 0, 0, 0][..]);
+    let before = buf.clone();
+    let got = Request::decode(&mut buf, &chariot_proto::Limits::default());
+    assert!(
+        matches!(got, Err(chariot_proto::ProtoError::Malformed(_))),
+        "{got:?}"
+    );
+    assert_eq!(buf, before, "nothing consumed");
+}
+
+#[test]
 fn read_range_bytes() -> TestResult {
     assert_request_bytes(
         &Request::ReadRange {
@@ -446,7 +480,7 @@ fn responses_answer_only_their_kinds() {
         ),
         (
             Response::RecordsPublished { base_offset: 0 },
-            &[PublishRecords],
+            &[PublishRecords, PublishRecordsAcks],
         ),
         (
             Response::Range {
@@ -473,6 +507,7 @@ fn responses_answer_only_their_kinds() {
                 ListLogs,
                 DescribeLog,
                 CreateLogExt,
+                PublishRecordsAcks,
             ],
         ),
         (Response::LogCreated { partitions: 1 }, &[CreateLogExt]),

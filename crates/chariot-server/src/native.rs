@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use chariot_broker::{Broker, BrokerError, NewRecord};
+use chariot_broker::{Acks, Broker, BrokerError, NewRecord};
 use chariot_proto::{GroupOffset, Limits, LogInfo, PartitionInfo, Request, RequestKind, Response};
 
 use crate::error_codes::wire_code;
@@ -112,22 +112,19 @@ async fn dispatch(broker: &Arc<Broker>, request: Request) -> Response {
             log,
             partition,
             records,
+        } => publish_records(broker, &log, partition, records, Acks::Quorum).await,
+        Request::PublishRecordsAcks {
+            acks,
+            log,
+            partition,
+            records,
         } => {
-            let now = chariot_broker::now_ms();
-            let records = records
-                .into_iter()
-                .map(|value| NewRecord {
-                    value,
-                    timestamp: now,
-                    ..NewRecord::default()
-                })
-                .collect();
-            broker
-                .publish(&log, partition, records)
-                .await
-                .map(|a| Response::RecordsPublished {
-                    base_offset: a.base_offset,
-                })
+            let acks = if acks == chariot_proto::ACKS_ALL {
+                Acks::All
+            } else {
+                Acks::Quorum
+            };
+            publish_records(broker, &log, partition, records, acks).await
         }
         Request::ReadRange {
             log,
@@ -175,4 +172,29 @@ async fn dispatch(broker: &Arc<Broker>, request: Request) -> Response {
         }
     };
     result.unwrap_or_else(|e| err(kind, &e))
+}
+
+/// Publish records (`0x11`, and `0x16` with its acks): one batch stamped now.
+async fn publish_records(
+    broker: &Broker,
+    log: &str,
+    partition: u32,
+    records: Vec<bytes::Bytes>,
+    acks: Acks,
+) -> Result<Response, BrokerError> {
+    let now = chariot_broker::now_ms();
+    let records = records
+        .into_iter()
+        .map(|value| NewRecord {
+            value,
+            timestamp: now,
+            ..NewRecord::default()
+        })
+        .collect();
+    broker
+        .publish_acks(log, partition, records, acks)
+        .await
+        .map(|a| Response::RecordsPublished {
+            base_offset: a.base_offset,
+        })
 }
