@@ -57,6 +57,12 @@ fn sample_requests() -> Vec<Request> {
             log: "events.log".into(),
             partitions: 1024,
         },
+        Request::PublishRecordsAcks {
+            acks: chariot_proto::ACKS_ALL,
+            log: "events.log".into(),
+            partition: 2,
+            records: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
+        },
     ]
 }
 
@@ -141,6 +147,10 @@ fn sample_responses() -> Vec<(RequestKind, Response)> {
         (
             RequestKind::CreateLogExt,
             Response::LogCreated { partitions: 1024 },
+        ),
+        (
+            RequestKind::PublishRecordsAcks,
+            Response::RecordsPublished { base_offset: 44 },
         ),
     ]
 }
