@@ -364,12 +364,7 @@ impl Request {
                 partition,
                 records,
             } => put_frame(dst, Width::U32, |dst| {
-                put_string8(dst, "log name", log)?;
-                dst.put_u32(*partition);
-                dst.put_u32(len32("record count", records.len())?);
-                records
-                    .iter()
-                    .try_for_each(|record| put_bytes32(dst, "record", record))
+                put_records(dst, log, *partition, records)
             }),
             Request::PublishRecordsAcks {
                 acks,
@@ -378,12 +373,7 @@ impl Request {
                 records,
             } => put_frame(dst, Width::U32, |dst| {
                 dst.put_u8(*acks);
-                put_string8(dst, "log name", log)?;
-                dst.put_u32(*partition);
-                dst.put_u32(len32("record count", records.len())?);
-                records
-                    .iter()
-                    .try_for_each(|record| put_bytes32(dst, "record", record))
+                put_records(dst, log, *partition, records)
             }),
             Request::ReadRange {
                 log,
@@ -408,6 +398,21 @@ impl Request {
             }),
         }
     }
+}
+
+/// The body of publish records (`0x11`), also the tail of `0x16`'s.
+fn put_records(
+    dst: &mut BytesMut,
+    log: &str,
+    partition: u32,
+    records: &[Bytes],
+) -> Result<(), ProtoError> {
+    put_string8(dst, "log name", log)?;
+    dst.put_u32(partition);
+    dst.put_u32(len32("record count", records.len())?);
+    records
+        .iter()
+        .try_for_each(|record| put_bytes32(dst, "record", record))
 }
 
 fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
