@@ -47,8 +47,10 @@ def test_any_node_serves_and_every_replica_returns_the_same_bytes(make_cluster):
         assert r.status == 200, r
         assert r.json()["offset"] == k
     for i in c.ids():
-        # /insert waits for every replica (acks=all): each node has them all at once.
-        assert c[i].http.get("/get-all").json() == ["m0", "m1", "m2", "m3"], i
+        # /insert waits until every replica holds the record durably (acks=all); a
+        # follower applies it, and so serves it, when it next hears of the commit.
+        wait_until(lambda: c[i].http.get("/get-all").json() == ["m0", "m1", "m2", "m3"],
+                   what=f"node {i} to serve every insert")
 
     # `?acks=all` over HTTP; an unknown value is refused.
     r = c[3].http.post(c[3].http.records_path("orders", 0) + "?acks=all", [{"value": "all"}])

@@ -20,10 +20,15 @@ pub enum Command {
         /// The offset after the last record the group has processed.
         offset: u64,
     },
+    /// The partition's log is being deleted: every later append and ack is refused
+    /// ([`Response::Sealed`]), so that a replica that has not yet learned of the delete
+    /// cannot acknowledge a write to a log that is gone.
+    Seal,
 }
 
 const APPEND: u8 = 1;
 const ACK: u8 = 2;
+const SEAL: u8 = 3;
 
 impl Command {
     /// The command's bytes in an entry of the Raft log.
@@ -38,6 +43,7 @@ impl Command {
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(group.as_bytes());
             }
+            Command::Seal => out.push(SEAL),
         }
     }
 
@@ -59,6 +65,7 @@ impl Command {
                     offset: u64::from_be_bytes(*offset),
                 })
             }
+            SEAL if rest.is_empty() => Ok(Command::Seal),
             other => Err(CodecError::Invalid(format!("unknown command tag {other}"))),
         }
     }
@@ -69,6 +76,7 @@ impl fmt::Display for Command {
         match self {
             Command::Append(batch) => write!(f, "append({} bytes)", batch.len()),
             Command::Ack { group, offset } => write!(f, "ack({group}, {offset})"),
+            Command::Seal => write!(f, "seal"),
         }
     }
 }
@@ -88,6 +96,8 @@ pub enum Response {
         /// The group's offset now.
         offset: u64,
     },
+    /// The partition is sealed (its log deleted): nothing was applied.
+    Sealed,
     /// A blank or membership entry was applied.
     Applied,
     /// A command the state machine refused (the batch did not decode, say): nothing was
@@ -109,6 +119,7 @@ mod tests {
                 group: "g-ü".into(),
                 offset: u64::MAX,
             },
+            Command::Seal,
         ] {
             let mut b = Vec::new();
             c.encode(&mut b);
@@ -117,6 +128,7 @@ mod tests {
         assert!(Command::decode(&[]).is_err());
         assert!(Command::decode(&[ACK, 0, 0]).is_err());
         assert!(Command::decode(&[9]).is_err());
+        assert!(Command::decode(&[SEAL, 0]).is_err());
         assert!(Command::decode(&[ACK, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]).is_err());
     }
 }

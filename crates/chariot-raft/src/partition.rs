@@ -266,6 +266,8 @@ async fn wait_all(raft: &PartitionRaft, index: u64, wait: Duration) -> Result<()
 /// the group's leader they are proposed, elsewhere forwarded to it (see [`propose`]);
 /// reads come from this replica's committed records.
 pub struct RaftPartition {
+    /// The log's name, for the error a sealed partition answers.
+    log: String,
     raft: PartitionRaft,
     sm: PartitionStateMachine,
     peers: Peers,
@@ -274,15 +276,17 @@ pub struct RaftPartition {
 }
 
 impl RaftPartition {
-    /// The partition of group `group`, whose Raft on this node is `raft` over state
-    /// machine `sm`; writes are forwarded over `peers`.
+    /// Partition of log `log` in group `group`, whose Raft on this node is `raft` over
+    /// state machine `sm`; writes are forwarded over `peers`.
     pub fn new(
+        log: &str,
         raft: PartitionRaft,
         sm: PartitionStateMachine,
         peers: Peers,
         group: GroupId,
     ) -> Self {
         Self {
+            log: log.to_owned(),
             raft,
             sm,
             peers,
@@ -314,6 +318,8 @@ impl RaftPartition {
             propose(&self.raft, &self.peers, self.group, command, acks, all_wait).await?;
         match proposed.response {
             Response::Appended { base_offset, .. } => Ok(Appended { base_offset, count }),
+            // Its log was deleted after this replica listed it.
+            Response::Sealed => Err(BrokerError::UnknownLog(self.log.clone())),
             other => Err(BrokerError::Storage(format!(
                 "an append was answered {other:?}"
             ))),
@@ -402,6 +408,9 @@ impl GroupOffsets for RaftPartition {
                 Duration::ZERO,
             )
             .await?;
+            if proposed.response == Response::Sealed {
+                return Err(BrokerError::UnknownLog(self.log.clone()));
+            }
             let Response::Acked { offset } = proposed.response else {
                 return Err(BrokerError::Storage(format!(
                     "an ack was answered {:?}",

@@ -47,6 +47,9 @@ struct Checkpoint {
     partition_next: u64,
     /// Whether a snapshot was taken (or installed) at this point.
     snapshot: bool,
+    /// Sealed by a [`Command::Seal`]: appends and acks are refused from then on.
+    #[serde(default)]
+    sealed: bool,
 }
 
 /// The files of one snapshot: a directory holding its `checkpoint` and the partition's
@@ -146,6 +149,11 @@ impl PartitionStateMachine {
     /// A consumer group's committed offset.
     pub fn group_offset(&self, group: &str) -> Option<u64> {
         lock(&self.inner.state).now.groups.get(group).copied()
+    }
+
+    /// Whether the partition is sealed (its log deleted).
+    pub fn sealed(&self) -> bool {
+        lock(&self.inner.state).now.sealed
     }
 
     /// Every consumer group's committed offset, by name.
@@ -465,6 +473,16 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                 .skip(i)
                 .position(|(e, _)| !matches!(e.payload, EntryPayload::Normal(Command::Append(_))))
                 .map_or(items.len(), |p| i + p);
+            if run_end > i && lock(&self.inner.state).now.sealed {
+                let mut st = lock(&self.inner.state);
+                for (entry, responder) in items.drain(i..run_end) {
+                    st.now.applied = Some(entry.log_id);
+                    if let Some(r) = responder {
+                        r.send(Response::Sealed);
+                    }
+                }
+                continue;
+            }
             if run_end > i {
                 let run: Vec<Result<RecordBatch, String>> = items
                     .get(i..run_end)
@@ -505,6 +523,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     st.now.membership = StoredMembership::new(Some(entry.log_id), m);
                     Response::Applied
                 }
+                EntryPayload::Normal(Command::Seal) => {
+                    st.now.sealed = true;
+                    Response::Applied
+                }
+                EntryPayload::Normal(Command::Ack { .. }) if st.now.sealed => Response::Sealed,
                 EntryPayload::Normal(Command::Ack { group, offset }) => {
                     let now = st.now.groups.entry(group).or_insert(0);
                     *now = (*now).max(offset);

@@ -322,3 +322,42 @@ async fn a_snapshot_made_again_after_the_leader_sealed_its_segment_is_still_a_co
         "the follower's writes reached the leader's files"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_partition_takes_no_append_or_ack_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let seal = |index| Entry {
+        log_id: id(index),
+        payload: EntryPayload::Normal(Command::Seal),
+    };
+    let entries = [
+        membership(1),
+        append(2, &["kept"]),
+        ack(3, "g", 1),
+        seal(4),
+        append(5, &["refused"]),
+        ack(6, "g", 7),
+        append(7, &["refused too"]),
+    ];
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    apply(&mut sm, entries[..2].to_vec()).await;
+    let snap = sm.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(id(2)));
+    apply(&mut sm, entries[2..].to_vec()).await;
+    assert!(sm.sealed());
+    assert_eq!(records(&sm.log()), vec![(0, "kept".to_string())]);
+    assert_eq!(sm.group_offset("g"), Some(1));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(id(7)));
+    drop(sm);
+    // From the checkpoint (before the seal), the same entries give the same state.
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    assert!(!sm.sealed());
+    apply(&mut sm, entries[2..].to_vec()).await;
+    assert!(sm.sealed());
+    assert_eq!(records(&sm.log()), vec![(0, "kept".to_string())]);
+    assert_eq!(sm.group_offset("g"), Some(1));
+}

@@ -615,6 +615,7 @@ impl Inner {
                 }
             }
             writers.push(Arc::new(RaftPartition::new(
+                name,
                 member.raft,
                 member.sm,
                 self.peers.clone(),
@@ -756,8 +757,31 @@ impl Inner {
     }
 
     async fn delete_log(&self, name: &str) -> Result<(), BrokerError> {
-        if !self.image.borrow().logs.contains_key(name) {
+        let Some(placement) = self.image.borrow().logs.get(name).cloned() else {
             return Err(BrokerError::UnknownLog(name.to_string()));
+        };
+        // Seal every partition first: a replica that has not folded the delete yet
+        // (or a leader that lags) can no longer acknowledge a write to it. A group not
+        // held here is sealed by nobody (more than three nodes: unfinished).
+        for p in &placement.partitions {
+            let Some(g) = self.groups.get(p.group) else {
+                continue;
+            };
+            let sealed = propose(
+                &g.raft,
+                &self.peers,
+                p.group,
+                Command::Seal,
+                Acks::Quorum,
+                Duration::ZERO,
+            )
+            .await?;
+            if !matches!(sealed.response, Response::Applied | Response::Sealed) {
+                return Err(BrokerError::Storage(format!(
+                    "sealing group {} answered {:?}",
+                    p.group, sealed.response
+                )));
+            }
         }
         self.submit(&MetaEvent::DeleteLog {
             name: name.to_string(),

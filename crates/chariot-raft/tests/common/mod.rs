@@ -262,5 +262,5 @@ pub fn members(nodes: &[&Node]) -> BTreeMap<u64, BasicNode> {
 
 /// Node `n`'s handle on the test group as a broker partition.
 pub fn partition(n: &Node) -> chariot_raft::RaftPartition {
-    chariot_raft::RaftPartition::new(n.raft.clone(), n.sm.clone(), n.peers.clone(), GROUP)
+    chariot_raft::RaftPartition::new("t", n.raft.clone(), n.sm.clone(), n.peers.clone(), GROUP)
 }
