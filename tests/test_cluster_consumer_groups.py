@@ -19,8 +19,7 @@ def fetched(node, group="workers"):
 
 def test_acks_are_replicated_and_survive_the_leader(make_cluster):
     c = make_cluster(3)
-    assert c[1].http.post("/logs", {"name": "jobs", "partitions": 1}).status == 201
-    c.wait_listed("jobs")
+    c.new_log("jobs")
     values = [f"job{k}".encode() for k in range(12)]
     with c[1].connect() as conn:
         conn.publish_records("jobs", 0, values)

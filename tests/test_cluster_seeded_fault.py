@@ -28,8 +28,7 @@ from test_cluster_damaged_replica import segment, used_length
 
 
 def run_scenario(c: Cluster) -> "History":
-    assert c[1].http.post("/logs", {"name": "sf", "partitions": 1}).status == 201
-    c.wait_listed("sf")
+    c.new_log("sf")
     group = next(p["group"] for p in c.status(1)["partitions"] if p["log"] == "sf")
     h = History()
     for k in range(20):

@@ -11,9 +11,7 @@ from conftest import wait_until
 
 def test_any_node_serves_and_every_replica_returns_the_same_bytes(make_cluster):
     c = make_cluster(3)
-    r = c[1].http.post("/logs", {"name": "orders", "partitions": 2})
-    assert r.status == 201, r
-    c.wait_listed("orders")
+    c.new_log("orders", 2)
     # A second create of the name, through another node, is refused.
     r = c[2].http.post("/logs", {"name": "orders", "partitions": 1})
     assert r.status == 409, r

@@ -354,16 +354,17 @@ impl Broker {
                 .into_iter()
                 .map(|(group, offset)| GroupOffset { group, offset })
                 .collect();
+            // One copy for every figure (a replica's copy may be replaced meanwhile).
+            let plog = p.log();
             partitions.push(PartitionInfo {
                 partition: i as u32,
-                earliest_offset: p.log().earliest_offset(),
-                next_offset: p.log().next_offset(),
-                size_bytes: p.log().size_bytes(),
-                segments: p.log().segments().len(),
+                earliest_offset: plog.earliest_offset(),
+                next_offset: plog.next_offset(),
+                size_bytes: plog.size_bytes(),
+                segments: plog.segments().len(),
                 groups,
-                damage: p.log().damage().map(ToString::to_string),
-                sealed_damage: p
-                    .log()
+                damage: plog.damage().map(ToString::to_string),
+                sealed_damage: plog
                     .sealed_damage()
                     .iter()
                     .map(ToString::to_string)
@@ -391,11 +392,11 @@ impl Broker {
                     read_only,
                 };
                 // Read-only is the partition's state: damage in its active segment.
-                let read_only = p.log().damage().is_some();
-                out.extend(p.log().damage().map(|d| place(d.to_string(), read_only)));
+                let plog = p.log();
+                let read_only = plog.damage().is_some();
+                out.extend(plog.damage().map(|d| place(d.to_string(), read_only)));
                 out.extend(
-                    p.log()
-                        .sealed_damage()
+                    plog.sealed_damage()
                         .iter()
                         .map(|d| place(d.to_string(), read_only)),
                 );
@@ -556,13 +557,14 @@ impl Broker {
     ) -> Result<Vec<StoredRecord>> {
         let entry = self.get(log)?;
         let p = entry.partition(partition)?;
+        let plog = p.log();
         let mut out = Vec::new();
         let mut at = offset;
         let mut bytes = 0usize;
         while out.len() < limit && bytes < max_bytes {
             // A damaged batch ends a read that already has records (the next read,
             // starting at it, reports the damage).
-            let r = match p.log().read(at, 1 << 20) {
+            let r = match plog.read(at, 1 << 20) {
                 Ok(r) => r,
                 Err(_) if !out.is_empty() => break,
                 Err(e) => return Err(e.into()),
@@ -598,11 +600,12 @@ impl Broker {
             None => self.offsets()?.get(&group_key(log, partition, group)),
         };
         // A group left behind by retention resumes at the earliest retained record.
-        let at = committed.max(p.log().earliest_offset());
-        if at >= p.log().next_offset() {
+        let plog = p.log();
+        let at = committed.max(plog.earliest_offset());
+        if at >= plog.next_offset() {
             return Err(BrokerError::NoData);
         }
-        let r = p.log().read(at, 1)?;
+        let r = plog.read(at, 1)?;
         let found = r
             .batches()
             .flat_map(|b| {
@@ -621,7 +624,8 @@ impl Broker {
         if let Some(g) = p.writer.groups() {
             return g.advance(group).await;
         }
-        let (floor, end) = (p.log().earliest_offset(), p.log().next_offset());
+        let plog = p.log();
+        let (floor, end) = (plog.earliest_offset(), plog.next_offset());
         self.offsets()?
             .advance(group_key(log, partition, group), floor, end)
             .await

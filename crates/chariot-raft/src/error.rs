@@ -50,6 +50,16 @@ pub enum RaftStoreError {
     },
 }
 
+/// The first damage known in `log` (its active segment's, else a sealed segment's, as
+/// found at open or by a scrub), described.
+pub(crate) fn damage_of(log: &chariot_log::Log) -> Option<String> {
+    let found = log
+        .damage()
+        .map(ToString::to_string)
+        .or_else(|| log.sealed_damage().first().map(ToString::to_string));
+    found.map(|d| format!("damaged: {d}"))
+}
+
 impl RaftStoreError {
     /// Whether the error says the files are damaged or disagree (rather than that
     /// they could not be reached: permissions, a full disk, a lock, descriptors).

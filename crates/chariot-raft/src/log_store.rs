@@ -144,12 +144,8 @@ impl RaftLogStore {
     /// replica in that state must not vote on what it holds; see
     /// [`crate::cluster`] for how it is rebuilt from its peers.
     pub fn suspect(&self) -> Option<String> {
-        let log = self.log();
-        if let Some(d) = log.damage() {
-            return Some(format!("damaged: {d}"));
-        }
-        if let Some(d) = log.sealed_damage().first() {
-            return Some(format!("damaged: {d}"));
+        if let Some(d) = crate::error::damage_of(&self.log()) {
+            return Some(d);
         }
         let st = lock(&self.inner.state);
         let last = st.last.as_ref().map(|l| l.index);

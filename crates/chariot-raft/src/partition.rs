@@ -308,22 +308,36 @@ impl RaftPartition {
         acks: Acks,
         all_wait: Duration,
     ) -> Result<Appended, BrokerError> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(BrokerError::ShuttingDown);
-        }
         let batch = entry.into_batch();
         let count = batch.record_count();
         let command = Command::Append(batch.into_vec());
-        let proposed =
-            propose(&self.raft, &self.peers, self.group, command, acks, all_wait).await?;
+        let proposed = self.propose(command, acks, all_wait).await?;
         match proposed.response {
             Response::Appended { base_offset, .. } => Ok(Appended { base_offset, count }),
-            // Its log was deleted after this replica listed it.
-            Response::Sealed => Err(BrokerError::UnknownLog(self.log.clone())),
             other => Err(BrokerError::Storage(format!(
                 "an append was answered {other:?}"
             ))),
         }
+    }
+
+    /// [`propose`]s `command` to this partition's group, unless the partition is
+    /// stopped; a sealed partition (its log deleted after this replica listed it) is
+    /// answered as an unknown log.
+    async fn propose(
+        &self,
+        command: Command,
+        acks: Acks,
+        all_wait: Duration,
+    ) -> Result<Proposed, BrokerError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let proposed =
+            propose(&self.raft, &self.peers, self.group, command, acks, all_wait).await?;
+        if proposed.response == Response::Sealed {
+            return Err(BrokerError::UnknownLog(self.log.clone()));
+        }
+        Ok(proposed)
     }
 }
 
@@ -384,9 +398,6 @@ impl GroupOffsets for RaftPartition {
 
     fn advance<'a>(&'a self, group: &'a str) -> GroupFuture<'a> {
         Box::pin(async move {
-            if self.stopped.load(Ordering::Acquire) {
-                return Err(BrokerError::ShuttingDown);
-            }
             // Rog's ack acknowledges the record a fetch here returned: the one at this
             // replica's view of the group. The entry says so (`max(old, from + 1)`), so a
             // retried ack, or an ack through a replica that had not yet applied an
@@ -399,18 +410,7 @@ impl GroupOffsets for RaftPartition {
                 group: group.to_owned(),
                 offset: from + 1,
             };
-            let proposed = propose(
-                &self.raft,
-                &self.peers,
-                self.group,
-                command,
-                Acks::Quorum,
-                Duration::ZERO,
-            )
-            .await?;
-            if proposed.response == Response::Sealed {
-                return Err(BrokerError::UnknownLog(self.log.clone()));
-            }
+            let proposed = self.propose(command, Acks::Quorum, Duration::ZERO).await?;
             let Response::Acked { offset } = proposed.response else {
                 return Err(BrokerError::Storage(format!(
                     "an ack was answered {:?}",

@@ -133,11 +133,7 @@ impl PartitionStateMachine {
     /// Why this state machine cannot vouch for its partition log: damage found in its
     /// files.
     pub fn suspect(&self) -> Option<String> {
-        let log = self.log();
-        if let Some(d) = log.damage() {
-            return Some(format!("damaged: {d}"));
-        }
-        log.sealed_damage().first().map(|d| format!("damaged: {d}"))
+        crate::error::damage_of(&self.log())
     }
 
     /// The partition log, for readers. A snapshot install replaces it: hold the `Arc`

@@ -331,16 +331,30 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         &args.remote_dc
     };
     for r in remotes {
-        let (id, addr) = r
-            .split_once('=')
-            .with_context(|| format!("--remote-dc {r:?}: expected ID=HOST:PORT"))?;
-        let id: u32 = id
-            .parse()
-            .with_context(|| format!("--remote-dc {r:?}: the id must be a number"))?;
+        let (id, addr) = split_id_addr("--remote-dc", r)?;
+        let id: u32 = parse_id("--remote-dc", r, id)?;
         config.chariots.remotes.push((id, addr.to_string()));
     }
     config.cluster = cluster;
     Ok(config)
+}
+
+/// The two sides of an `ID=HOST:PORT` value of option `flag` (`--remote-dc`,
+/// `--peers`).
+fn split_id_addr<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    value
+        .split_once('=')
+        .with_context(|| format!("{flag} {value:?}: expected ID=HOST:PORT"))
+}
+
+/// The `id` side of `value`, an `ID=HOST:PORT` value of option `flag`, as a number.
+fn parse_id<T>(flag: &str, value: &str, id: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    id.parse()
+        .with_context(|| format!("{flag} {value:?}: the id must be a number"))
 }
 
 /// The cluster options, if any was given: all three make sense only together.
@@ -363,13 +377,8 @@ fn cluster_settings(
     };
     let mut map = std::collections::BTreeMap::new();
     for p in peers {
-        let (id, peer) = p
-            .split_once('=')
-            .with_context(|| format!("--peers {p:?}: expected ID=HOST:PORT"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("--peers {p:?}: the id must be a number"))?;
+        let (id, peer) = split_id_addr("--peers", p)?;
+        let id: u64 = parse_id("--peers", p, id.trim())?;
         if map.insert(id, peer.trim().to_string()).is_some() {
             bail!("--peers names node {id} twice");
         }

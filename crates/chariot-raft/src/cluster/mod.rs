@@ -189,11 +189,6 @@ impl Cluster {
         Arc::clone(&self.inner.image.borrow())
     }
 
-    /// The Raft of group `group` on this node (the metadata group is [`META_GROUP`]).
-    pub fn raft(&self, group: GroupId) -> Option<PartitionRaft> {
-        self.inner.groups.get(group).map(|g| g.raft)
-    }
-
     /// What this node knows of the cluster, for `GET /cluster`: the members, the
     /// metadata group's leader, and each partition's group, replicas and (where this
     /// node holds it) Raft state.
@@ -499,15 +494,16 @@ impl Inner {
     /// Folds the metadata records applied since the last fold, reconciles, and
     /// publishes the new image.
     async fn fold_new(&self) {
-        let mut image = (*self.image.borrow().clone()).clone();
+        let current = Arc::clone(&self.image.borrow());
         let log = self.meta.sm.log();
-        if log.next_offset() <= image.folded {
+        if log.next_offset() <= current.folded {
             // Nothing new; try again what failed to open (out of descriptors, say).
             if self.retry.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                self.reconcile(&image).await;
+                self.reconcile(&current).await;
             }
             return;
         }
+        let mut image = (*current).clone();
         let records = match read_values(log, image.folded).await {
             Ok(r) => r,
             Err(e) => {
@@ -575,18 +571,10 @@ impl Inner {
             for r in &p.replicas {
                 self.peers.set_addr(r.id, &r.addr);
             }
-            let member = match open_member(
-                &self.config,
-                &self.raft_config,
-                &self.peers,
-                &self.groups,
-                p.group,
-                self.group_dir(p.group),
-            )
-            .await
-            {
+            let member = match self.open_partition(p).await {
                 Ok(m) => m,
                 Err(e) => {
+                    // The groups of this log opened so far close again: all or nothing.
                     for g in groups {
                         self.close_group(g, false).await;
                     }
@@ -594,26 +582,6 @@ impl Inner {
                 }
             };
             groups.push(p.group);
-            let members = p
-                .replicas
-                .iter()
-                .map(|r| {
-                    (
-                        r.id,
-                        BasicNode {
-                            addr: r.addr.clone(),
-                        },
-                    )
-                })
-                .collect();
-            if !member.rebuilt {
-                if let Err(e) = initialize(&member.raft, members).await {
-                    for g in groups {
-                        self.close_group(g, false).await;
-                    }
-                    return Err(e);
-                }
-            }
             writers.push(Arc::new(RaftPartition::new(
                 name,
                 member.raft,
@@ -638,6 +606,41 @@ impl Inner {
             created_at: placement.created_at,
             groups,
         })
+    }
+
+    /// Opens this node's replica of one partition's group and, on its first start,
+    /// initializes the group with the replicas the metadata names (a replica rebuilt
+    /// after damage learns the group from its leader instead). A group that fails to
+    /// initialize is closed again.
+    async fn open_partition(&self, p: &PartitionPlacement) -> Result<Member, ClusterError> {
+        let member = open_member(
+            &self.config,
+            &self.raft_config,
+            &self.peers,
+            &self.groups,
+            p.group,
+            self.group_dir(p.group),
+        )
+        .await?;
+        if !member.rebuilt {
+            let members = p
+                .replicas
+                .iter()
+                .map(|r| {
+                    (
+                        r.id,
+                        BasicNode {
+                            addr: r.addr.clone(),
+                        },
+                    )
+                })
+                .collect();
+            if let Err(e) = initialize(&member.raft, members).await {
+                self.close_group(p.group, false).await;
+                return Err(e);
+            }
+        }
+        Ok(member)
     }
 
     fn group_dir(&self, group: GroupId) -> PathBuf {
