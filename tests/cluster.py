@@ -45,6 +45,8 @@ class Cluster:
         else:
             addrs = [f"{netns.addr(i)}:7979" for i in range(1, n + 1)]
         peers = ",".join(f"{i}={a}" for i, a in enumerate(addrs, start=1))
+        self.pool, self.extra, self.env = pool, extra, env
+        self.addrs = dict(enumerate(addrs, start=1))
         self.nodes = {}
         for i, addr in enumerate(addrs, start=1):
             placement = {"env": env}
@@ -53,6 +55,23 @@ class Cluster:
             self.nodes[i] = pool.new(
                 "--node-id", str(i), "--cluster-addr", addr, "--peers", peers, *extra, **placement
             )
+
+    def join(self, i: int, through: int = 1):
+        """Starts node ``i`` on a new data directory, joining through node ``through``
+        (``--join``, on 127.0.0.1)."""
+        addr = f"127.0.0.1:{free_ports(1)[0]}"
+        self.addrs[i] = addr
+        self.nodes[i] = self.pool.new(
+            "--node-id", str(i), "--cluster-addr", addr, "--join", self.addrs[through], *self.extra, env=self.env
+        )
+        return self.nodes[i]
+
+    def placement(self, i: int, log: str, partition: int = 0) -> dict:
+        """The partition's entry in node ``i``'s status."""
+        for p in self.status(i)["partitions"]:
+            if p["log"] == log and p["partition"] == partition:
+                return p
+        raise AssertionError(f"node {i} has no {log}/{partition}")
 
     def __getitem__(self, i: int):
         return self.nodes[i]

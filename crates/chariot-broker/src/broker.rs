@@ -290,6 +290,15 @@ impl Broker {
         Ok(())
     }
 
+    /// Takes replicated log `name` out of this node's listing while the log lives on
+    /// in the cluster (this node no longer holds all of its partitions); its consumer
+    /// groups stay with its partitions.
+    pub fn unlist_log(&self, name: &str) -> Result<()> {
+        self.registry.detach(name)?;
+        tracing::info!(log = name, "replicated log no longer served on this node");
+        Ok(())
+    }
+
     /// Creates the internal log unless it exists, exempt from retention (its history is
     /// state).
     pub async fn ensure_internal_log(&self, name: &str, partitions: u32) -> Result<()> {

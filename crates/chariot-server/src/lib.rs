@@ -86,8 +86,14 @@ pub struct ClusterSettings {
     /// Where the inter-node port listens (default port 7979).
     pub addr: SocketAddr,
     /// Every node of the static bootstrap, this one included, by id, with the address
-    /// the others reach its inter-node port at; the same list on every node.
+    /// the others reach its inter-node port at; the same list on every node. Empty
+    /// when joining.
     pub peers: std::collections::BTreeMap<u64, String>,
+    /// A member's inter-node address to join through on first start, instead of the
+    /// static bootstrap.
+    pub join: Option<String>,
+    /// The inter-node address the other nodes reach this one at.
+    pub advertise: String,
 }
 
 /// Default inter-node port.
@@ -418,6 +424,12 @@ async fn start_cluster(
     let cluster_config = ClusterConfig {
         node_id: settings.node_id,
         peers: settings.peers.clone(),
+        // Port 0 (tests): the port bound.
+        addr: match settings.advertise.strip_suffix(":0") {
+            Some(host) => format!("{host}:{}", addr.port()),
+            None => settings.advertise.clone(),
+        },
+        join: settings.join.clone(),
         dir: config.broker.data_dir.join("cluster"),
         // Never fsynced on its own: no disk reserved ahead, no zeros written ahead.
         replica_log: chariot_log::LogConfig {

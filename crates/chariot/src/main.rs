@@ -71,6 +71,10 @@ enum Command {
     /// or by tag, hash a tag, and see the dependency queue.
     #[command(subcommand)]
     Record(commands::record::RecordCommand),
+    /// Cluster membership over the HTTP API (--http) of any node: status, add, remove,
+    /// rebalance, transfer-leader.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
     /// Drive a running server with producers and consumers and report throughput and
     /// latency.
     ///
@@ -158,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => commands::consume::run(&conn, args).await,
         Command::Read(args) => commands::read::run(&conn, args).await,
         Command::Record(command) => commands::record::run(&conn, command).await,
+        Command::Cluster(command) => commands::cluster::run(&conn, command).await,
         Command::Bench(args) => bench::run(&conn, args).await,
         Command::Repair(args) => commands::repair::run(&conn, &args),
     }

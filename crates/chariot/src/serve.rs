@@ -117,7 +117,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CHARIOT_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
     /// Cluster mode: this node's id, a number unique in the cluster (never reused for a
-    /// node that lost its disk). Needs --peers.
+    /// node that lost its disk, nor for a removed one). Needs --peers or --join.
     #[arg(long, env = "CHARIOT_NODE_ID")]
     pub node_id: Option<u64>,
     /// Cluster mode: where the inter-node port listens [default: 0.0.0.0:7979].
@@ -133,6 +133,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub peers: Vec<String>,
+    /// Cluster mode: join a running cluster through one of its members (its inter-node
+    /// address) on this node's first start, instead of --peers. The node holds no
+    /// replica until `chariot cluster rebalance` (or a removal) moves some to it.
+    #[arg(long, env = "CHARIOT_JOIN", value_name = "HOST:PORT", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// Cluster mode: the inter-node address the other nodes reach this one at
+    /// [default: this node's entry in --peers, else --cluster-addr if it names a host].
+    #[arg(long, env = "CHARIOT_ADVERTISE_ADDR", value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
     /// The client options, which clap would otherwise list (they are global) and serve
     /// would ignore: declared here, hidden, under the same ids, they stay out of
     /// `serve --help`, and [`reject_client_options`] refuses them by name.
@@ -208,6 +217,8 @@ struct FileConfig {
     cluster_addr: Option<SocketAddr>,
     #[serde(default)]
     peers: Vec<String>,
+    join: Option<String>,
+    advertise_addr: Option<String>,
 }
 
 fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
@@ -369,12 +380,26 @@ fn cluster_settings(
         &args.peers
     };
     let addr = args.cluster_addr.or(file.cluster_addr);
+    let join = args.join.clone().or_else(|| file.join.clone());
+    let advertise = args
+        .advertise_addr
+        .clone()
+        .or_else(|| file.advertise_addr.clone());
     let Some(node_id) = node_id else {
-        if !peers.is_empty() || addr.is_some() {
-            bail!("--peers and --cluster-addr need --node-id (this node's id in the cluster)");
+        if !peers.is_empty() || addr.is_some() || join.is_some() || advertise.is_some() {
+            bail!(
+                "--peers, --join, --cluster-addr and --advertise-addr need --node-id (this \
+                 node's id in the cluster)"
+            );
         }
         return Ok(None);
     };
+    if join.is_some() && !peers.is_empty() {
+        bail!("--join and --peers exclude each other: a node joins a running cluster, or bootstraps one with its peers");
+    }
+    if join.is_none() && peers.is_empty() {
+        bail!("--node-id needs --peers (bootstrap a cluster) or --join (join a running one)");
+    }
     let mut map = std::collections::BTreeMap::new();
     for p in peers {
         let (id, peer) = split_id_addr("--peers", p)?;
@@ -383,15 +408,25 @@ fn cluster_settings(
             bail!("--peers names node {id} twice");
         }
     }
-    if !map.contains_key(&node_id) {
+    if join.is_none() && !map.contains_key(&node_id) {
         bail!("--peers must list every node of the cluster, this one (--node-id {node_id}) too");
     }
+    let addr = addr
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], chariot_server::DEFAULT_CLUSTER_PORT)));
+    let advertise = match advertise.or_else(|| map.get(&node_id).cloned()) {
+        Some(a) => a,
+        None if !addr.ip().is_unspecified() => addr.to_string(),
+        None => bail!(
+            "--join with --cluster-addr {addr} needs --advertise-addr: the address the other \
+             nodes reach this one at"
+        ),
+    };
     Ok(Some(chariot_server::ClusterSettings {
         node_id,
-        addr: addr.unwrap_or_else(|| {
-            SocketAddr::from(([0, 0, 0, 0], chariot_server::DEFAULT_CLUSTER_PORT))
-        }),
+        addr,
         peers: map,
+        join,
+        advertise,
     }))
 }
 

@@ -4,7 +4,7 @@
 //! [`MetaEvent`]s, and folding them is deterministic, so every node that has applied
 //! the same prefix holds the same image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,48 @@ pub enum MetaEvent {
         /// The log's name.
         name: String,
     },
+    /// Partitions are to move to new replica sets. Each move applies only if its
+    /// partition still has the replicas `from` and no move pending (a compare and set:
+    /// of two plans made from the same image, the second finds its moves stale).
+    Reassign {
+        /// The moves.
+        moves: Vec<Move>,
+    },
+    /// A partition's group has the replicas of its pending move as its voters (its
+    /// leader saw the membership change committed): the move is done.
+    Reassigned {
+        /// The partition's group.
+        group: GroupId,
+        /// Its replicas now: the move's target.
+        replicas: Vec<Replica>,
+    },
+    /// A node came up as a member with this address (each node records itself once:
+    /// a node that starts on an empty data directory and finds its id recorded lost its
+    /// disk, and refuses to start under that id).
+    Register {
+        /// The node's id.
+        id: u64,
+        /// Its inter-node address.
+        addr: String,
+    },
+    /// A node leaves the cluster: no new replica is placed on it, its replicas move to
+    /// other nodes, and its id is never taken again (a node that comes back with it is
+    /// refused).
+    RemoveNode {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// A partition's move to a new replica set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The partition's group.
+    pub group: GroupId,
+    /// The ids of its replicas when the move was planned.
+    pub from: Vec<u64>,
+    /// Its replicas after the move.
+    pub to: Vec<Replica>,
 }
 
 /// Where one partition lives.
@@ -45,8 +87,29 @@ pub enum MetaEvent {
 pub struct PartitionPlacement {
     /// Its Raft group.
     pub group: GroupId,
-    /// Its replicas as created.
+    /// Its replicas: the voters of its group.
     pub replicas: Vec<Replica>,
+    /// A move under way: the replicas its group's leader is changing it to.
+    pub target: Option<Vec<Replica>>,
+    /// How many moves it has had (0: its replicas are those it was created with, the
+    /// only ones that may initialize its group).
+    pub moves: u64,
+}
+
+impl PartitionPlacement {
+    /// Whether node `id` holds a replica, now or once the pending move is done.
+    pub fn places(&self, id: u64) -> bool {
+        self.replicas.iter().any(|r| r.id == id)
+            || self
+                .target
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|r| r.id == id))
+    }
+
+    /// The ids of its replicas.
+    pub fn replica_ids(&self) -> Vec<u64> {
+        self.replicas.iter().map(|r| r.id).collect()
+    }
 }
 
 /// One log of the cluster.
@@ -68,6 +131,10 @@ pub struct Image {
     pub next_group: GroupId,
     /// The offset of the next record to fold (every one before it is folded).
     pub folded: u64,
+    /// Nodes removed from the cluster (their ids are never taken again).
+    pub removed: BTreeSet<u64>,
+    /// Nodes that came up as members, with their addresses.
+    pub nodes: BTreeMap<u64, String>,
 }
 
 impl Default for Image {
@@ -76,6 +143,8 @@ impl Default for Image {
             logs: BTreeMap::new(),
             next_group: META_GROUP + 1,
             folded: 0,
+            removed: BTreeSet::new(),
+            nodes: BTreeMap::new(),
         }
     }
 }
@@ -115,7 +184,12 @@ impl Image {
                     .map(|replicas| {
                         let group = self.next_group;
                         self.next_group += 1;
-                        PartitionPlacement { group, replicas }
+                        PartitionPlacement {
+                            group,
+                            replicas,
+                            target: None,
+                            moves: 0,
+                        }
                     })
                     .collect();
                 self.logs.insert(
@@ -131,7 +205,210 @@ impl Image {
                 Some(_) => Folded::Applied,
                 None => Folded::Skipped(format!("no log {name}")),
             },
+            MetaEvent::Reassign { moves } => {
+                let mut applied = 0;
+                for m in moves {
+                    let Some(p) = self.placement_mut(m.group) else {
+                        continue;
+                    };
+                    if p.target.is_none() && p.replica_ids() == m.from && !m.to.is_empty() {
+                        p.target = Some(m.to);
+                        applied += 1;
+                    }
+                }
+                if applied > 0 {
+                    Folded::Applied
+                } else {
+                    Folded::Skipped("every move was stale".into())
+                }
+            }
+            MetaEvent::Reassigned { group, replicas } => match self.placement_mut(group) {
+                Some(p) if p.target.as_ref() == Some(&replicas) => {
+                    p.replicas = replicas;
+                    p.target = None;
+                    p.moves += 1;
+                    Folded::Applied
+                }
+                _ => Folded::Skipped(format!("group {group} has no such move pending")),
+            },
+            MetaEvent::Register { id, addr } => {
+                if self.removed.contains(&id) {
+                    Folded::Skipped(format!("node {id} was removed"))
+                } else if self.nodes.get(&id) == Some(&addr) {
+                    Folded::Skipped(format!("node {id} is registered already"))
+                } else {
+                    self.nodes.insert(id, addr);
+                    Folded::Applied
+                }
+            }
+            MetaEvent::RemoveNode { id } => {
+                if self.removed.insert(id) {
+                    Folded::Applied
+                } else {
+                    Folded::Skipped(format!("node {id} was removed already"))
+                }
+            }
         }
+    }
+
+    /// Every partition, with its log's name and its index.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, usize, &PartitionPlacement)> {
+        self.logs.iter().flat_map(|(name, l)| {
+            l.partitions
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (name.as_str(), i, p))
+        })
+    }
+
+    /// The partition of group `group`.
+    pub fn placement(&self, group: GroupId) -> Option<&PartitionPlacement> {
+        self.partitions()
+            .map(|(_, _, p)| p)
+            .find(|p| p.group == group)
+    }
+
+    fn placement_mut(&mut self, group: GroupId) -> Option<&mut PartitionPlacement> {
+        self.logs
+            .values_mut()
+            .flat_map(|l| l.partitions.iter_mut())
+            .find(|p| p.group == group)
+    }
+
+    /// Whether any partition has node `id` as a replica, now or after a pending move.
+    pub fn references(&self, id: u64) -> bool {
+        self.partitions().any(|(_, _, p)| p.places(id))
+    }
+
+    /// How many replicas each of `nodes` holds, counting pending moves as done.
+    fn load(&self, nodes: &BTreeSet<u64>) -> BTreeMap<u64, usize> {
+        let mut load: BTreeMap<u64, usize> = nodes.iter().map(|&n| (n, 0)).collect();
+        for (_, _, p) in self.partitions() {
+            for r in p.target.as_ref().unwrap_or(&p.replicas) {
+                if let Some(c) = load.get_mut(&r.id) {
+                    *c += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// The moves that take every replica off the removed nodes: each goes to the
+    /// least loaded of `members` (id → address) that is not removed and does not hold
+    /// the partition already (lowest id first among equals); a partition with no such
+    /// node waits for one (no move, so it keeps its replication factor). Partitions
+    /// with a move pending are left to it (planned again once it is done).
+    pub fn plan_drain(&self, members: &BTreeMap<u64, String>) -> Vec<Move> {
+        let eligible: BTreeSet<u64> = members
+            .keys()
+            .copied()
+            .filter(|id| !self.removed.contains(id))
+            .collect();
+        let mut load = self.load(&eligible);
+        let mut moves = Vec::new();
+        for (_, _, p) in self.partitions() {
+            if p.target.is_some() || !p.replicas.iter().any(|r| self.removed.contains(&r.id)) {
+                continue;
+            }
+            let mut to: Vec<Replica> = p
+                .replicas
+                .iter()
+                .filter(|r| !self.removed.contains(&r.id))
+                .cloned()
+                .collect();
+            let wanted = p.replicas.len();
+            while to.len() < wanted {
+                let pick = load
+                    .iter()
+                    .filter(|(id, _)| !to.iter().any(|r| r.id == **id))
+                    .min_by_key(|(id, c)| (**c, **id))
+                    .map(|(id, _)| *id);
+                let Some(id) = pick else { break };
+                let Some(addr) = members.get(&id) else { break };
+                if let Some(c) = load.get_mut(&id) {
+                    *c += 1;
+                }
+                to.push(Replica {
+                    id,
+                    addr: addr.clone(),
+                });
+            }
+            // No node to take its place: the move waits for one (a partition keeps its
+            // replication factor), planned again after each fold.
+            if to.len() == wanted {
+                moves.push(Move {
+                    group: p.group,
+                    from: p.replica_ids(),
+                    to,
+                });
+            }
+        }
+        moves
+    }
+
+    /// The moves that even out how many replicas each of `members` (not removed)
+    /// holds, until the most and least loaded differ by at most one: each takes a
+    /// replica from the most loaded node to the least loaded one that lacks it.
+    pub fn plan_rebalance(&self, members: &BTreeMap<u64, String>) -> Vec<Move> {
+        let eligible: BTreeSet<u64> = members
+            .keys()
+            .copied()
+            .filter(|id| !self.removed.contains(id))
+            .collect();
+        let mut load = self.load(&eligible);
+        // The replicas each partition without a pending move would have.
+        let mut planned: BTreeMap<GroupId, Vec<Replica>> = self
+            .partitions()
+            .filter(|(_, _, p)| p.target.is_none())
+            .map(|(_, _, p)| (p.group, p.replicas.clone()))
+            .collect();
+        while let (Some((&most, &high)), Some((_, &low))) = (
+            load.iter().max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id))),
+            load.iter().min_by_key(|(id, c)| (**c, **id)),
+        ) {
+            if high <= low + 1 {
+                break;
+            }
+            // The first partition the most loaded node holds that a node of the lowest
+            // load lacks.
+            let found = planned.iter().find_map(|(&group, replicas)| {
+                if !replicas.iter().any(|r| r.id == most) {
+                    return None;
+                }
+                load.iter()
+                    .filter(|(id, c)| **c == low && !replicas.iter().any(|r| r.id == **id))
+                    .map(|(id, _)| *id)
+                    .next()
+                    .map(|to| (group, to))
+            });
+            let Some((group, to)) = found else { break };
+            let Some(addr) = members.get(&to) else { break };
+            if let Some(replicas) = planned.get_mut(&group) {
+                for r in replicas.iter_mut().filter(|r| r.id == most) {
+                    *r = Replica {
+                        id: to,
+                        addr: addr.clone(),
+                    };
+                }
+            }
+            if let Some(c) = load.get_mut(&most) {
+                *c -= 1;
+            }
+            if let Some(c) = load.get_mut(&to) {
+                *c += 1;
+            }
+        }
+        planned
+            .into_iter()
+            .filter_map(|(group, to)| {
+                let p = self.placement(group)?;
+                (p.replicas != to).then(|| Move {
+                    group,
+                    from: p.replica_ids(),
+                    to,
+                })
+            })
+            .collect()
     }
 }
 
@@ -232,5 +509,140 @@ mod tests {
             two.fold(i as u64, r);
         }
         assert_eq!(one, two);
+    }
+
+    fn folded(events: &[MetaEvent]) -> Image {
+        let mut image = Image::default();
+        for (i, e) in events.iter().enumerate() {
+            image.fold(i as u64, &event(e));
+        }
+        image
+    }
+
+    fn ids(r: &[Replica]) -> Vec<u64> {
+        r.iter().map(|x| x.id).collect()
+    }
+
+    #[test]
+    fn a_move_applies_once_and_completes_only_with_its_own_target() {
+        let mut image = folded(&[MetaEvent::CreateLog {
+            name: "a".into(),
+            replicas: place(&members(3), 1, 1),
+        }]);
+        let p = image.placement(1).unwrap().clone();
+        let to = vec![
+            p.replicas[0].clone(),
+            p.replicas[1].clone(),
+            Replica {
+                id: 4,
+                addr: "x:4".into(),
+            },
+        ];
+        let mv = Move {
+            group: 1,
+            from: p.replica_ids(),
+            to: to.clone(),
+        };
+        let reassign = event(&MetaEvent::Reassign {
+            moves: vec![mv.clone()],
+        });
+        assert_eq!(image.fold(1, &reassign), Folded::Applied);
+        assert!(image.placement(1).unwrap().places(4));
+        // A second plan made from the same image is stale.
+        assert!(matches!(image.fold(2, &reassign), Folded::Skipped(_)));
+        let wrong = event(&MetaEvent::Reassigned {
+            group: 1,
+            replicas: p.replicas.clone(),
+        });
+        assert!(matches!(image.fold(3, &wrong), Folded::Skipped(_)));
+        let done = event(&MetaEvent::Reassigned {
+            group: 1,
+            replicas: to.clone(),
+        });
+        assert_eq!(image.fold(4, &done), Folded::Applied);
+        let now = image.placement(1).unwrap();
+        assert_eq!((now.replicas.clone(), now.target.clone(), now.moves), (to, None, 1));
+        assert!(!now.places(p.replicas[2].id));
+    }
+
+    #[test]
+    fn draining_a_node_moves_each_of_its_replicas_to_the_least_loaded_node() {
+        let mut nodes = members(4);
+        let mut image = folded(&[
+            MetaEvent::CreateLog {
+                name: "a".into(),
+                replicas: place(&members(3), 3, 1),
+            },
+            MetaEvent::RemoveNode { id: 1 },
+        ]);
+        let moves = image.plan_drain(&nodes);
+        assert_eq!(moves.len(), 3, "node 1 holds every partition: {moves:?}");
+        for m in &moves {
+            let to = ids(&m.to);
+            assert_eq!(to.len(), 3);
+            assert!(!to.contains(&1));
+            assert!(to.contains(&4), "the only node that lacks it: {to:?}");
+        }
+        let at = image.folded;
+        image.fold(at, &event(&MetaEvent::Reassign { moves }));
+        assert!(image.plan_drain(&nodes).is_empty(), "moves pending");
+        // With no node to take its place, a partition waits for one.
+        nodes.remove(&4);
+        let mut image = folded(&[
+            MetaEvent::CreateLog {
+                name: "a".into(),
+                replicas: place(&members(3), 1, 1),
+            },
+            MetaEvent::RemoveNode { id: 2 },
+        ]);
+        assert!(image.plan_drain(&nodes).is_empty());
+        nodes.insert(5, "x:5".into());
+        let moves = image.plan_drain(&nodes);
+        assert_eq!(moves.len(), 1);
+        let mut to = ids(&moves[0].to);
+        to.sort_unstable();
+        assert_eq!(to, vec![1, 3, 5]);
+        image.removed.clear();
+        assert!(image.plan_drain(&nodes).is_empty());
+    }
+
+    #[test]
+    fn rebalancing_evens_out_replicas_over_the_members() {
+        let image = folded(&[
+            MetaEvent::CreateLog {
+                name: "a".into(),
+                replicas: place(&members(3), 1, 1),
+            },
+            MetaEvent::CreateLog {
+                name: "b".into(),
+                replicas: place(&members(3), 1, 2),
+            },
+        ]);
+        // 2, 2, 2 on nodes 1-3, 0 on node 4: one replica moves to node 4.
+        let moves = image.plan_rebalance(&members(4));
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert!(ids(&moves[0].to).contains(&4));
+        assert!(image.plan_rebalance(&members(3)).is_empty(), "balanced");
+        let many = folded(&[MetaEvent::CreateLog {
+            name: "a".into(),
+            replicas: place(&members(3), 8, 1),
+        }]);
+        let moves = many.plan_rebalance(&members(5));
+        let mut load: BTreeMap<u64, usize> = (1..=5).map(|i| (i, 0)).collect();
+        for (_, _, p) in many.partitions() {
+            let to = moves
+                .iter()
+                .find(|m| m.group == p.group)
+                .map_or(p.replica_ids(), |m| ids(&m.to));
+            let mut distinct = to.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "distinct replicas {to:?}");
+            for id in to {
+                *load.get_mut(&id).unwrap() += 1;
+            }
+        }
+        let (lo, hi) = (load.values().min().unwrap(), load.values().max().unwrap());
+        assert!(hi - lo <= 1, "{load:?}");
     }
 }

@@ -19,6 +19,7 @@
 //! replicas), serving a log from a node that does not hold all its partitions, consumer
 //! offsets and the Chariots log as replicated state.
 
+pub mod admin;
 pub mod image;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,8 @@ use openraft::Raft;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use image::{Image, LogPlacement, MetaEvent, PartitionPlacement, Replica, META_GROUP};
+pub use admin::{AdminAnswer, AdminError, AdminRequest};
+pub use image::{Image, LogPlacement, MetaEvent, Move, PartitionPlacement, Replica, META_GROUP};
 
 use crate::command::Command;
 use crate::error::RaftStoreError;
@@ -55,8 +57,13 @@ pub struct ClusterConfig {
     /// This node's id.
     pub node_id: u64,
     /// Every node of the static bootstrap by id, with its inter-node address (this
-    /// node's included); the same on every node.
+    /// node's included); the same on every node. Empty when joining.
     pub peers: BTreeMap<u64, String>,
+    /// This node's inter-node address as the others reach it.
+    pub addr: String,
+    /// The inter-node address of a member to ask for admission (instead of a static
+    /// bootstrap) on this node's first start.
+    pub join: Option<String>,
     /// Where the cluster's files live (`<data dir>/cluster`).
     pub dir: PathBuf,
     /// The configuration of Raft logs (their sync policy is the node's).
@@ -72,6 +79,27 @@ pub enum ClusterError {
     /// This node is not among the peers.
     #[error("node {0} is not among the peers (--peers must list every node, this one too)")]
     NotAPeer(u64),
+    /// This node's data directory is new, and the cluster knows its id: the node lost
+    /// its disk. Voting again under its id could elect two leaders in one term.
+    #[error(
+        "the cluster knows node {id} ({why}), but this data directory is new: the node \
+         lost its disk. Remove it (`chariot cluster remove {id}`) and start it with a new \
+         --node-id and --join"
+    )]
+    LostDisk {
+        /// The node's id.
+        id: u64,
+        /// What the peer said.
+        why: String,
+    },
+    /// The cluster refused to admit this node.
+    #[error("cannot join through {addr}: {why}")]
+    Join {
+        /// The member asked.
+        addr: String,
+        /// Its answer.
+        why: String,
+    },
     /// A group's files could not be opened.
     #[error("{0}")]
     Store(#[from] RaftStoreError),
@@ -89,10 +117,13 @@ struct Member {
     rebuilt: bool,
 }
 
-/// A log whose groups this node holds.
+/// A log of which this node holds some partitions.
 struct OpenLog {
     created_at: u64,
-    groups: Vec<GroupId>,
+    /// The partitions held here, by index.
+    held: BTreeMap<usize, (GroupId, Member)>,
+    /// Listed with the broker (this node holds every partition).
+    listed: bool,
 }
 
 /// A running cluster node; see the module documentation.
@@ -113,6 +144,34 @@ struct Inner {
     /// A log failed to open: the next fold tries again.
     retry: std::sync::atomic::AtomicBool,
     fold: Mutex<Option<JoinHandle<()>>>,
+    /// Groups whose move this node (their leader) is carrying out.
+    moving: Mutex<std::collections::HashSet<GroupId>>,
+    /// A controller step is running.
+    controlling: std::sync::atomic::AtomicBool,
+    /// What the inter-node port hands administration frames to.
+    admin: Arc<AdminEntry>,
+}
+
+/// The inter-node port's way to this node's administration (weak: the node holds it).
+struct AdminEntry(Weak<Inner>);
+
+impl crate::network::server::AdminHandler for AdminEntry {
+    fn admin(
+        &self,
+        payload: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + '_>> {
+        Box::pin(async move {
+            let answer: Result<AdminAnswer, String> =
+                match crate::network::wire::decode::<admin::Envelope>(&payload) {
+                    Ok(env) => match self.0.upgrade() {
+                        Some(inner) => Ok(inner.route(env.request, env.hops).await),
+                        None => Err("this node is shutting down".into()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+            crate::network::wire::encode(&answer).unwrap_or_default()
+        })
+    }
 }
 
 impl Cluster {
@@ -127,7 +186,7 @@ impl Cluster {
         groups: Groups,
         peers: Peers,
     ) -> Result<Cluster, ClusterError> {
-        if !config.peers.contains_key(&config.node_id) {
+        if config.join.is_none() && !config.peers.contains_key(&config.node_id) {
             return Err(ClusterError::NotAPeer(config.node_id));
         }
         for (id, addr) in &config.peers {
@@ -144,20 +203,13 @@ impl Cluster {
             config.dir.join("meta"),
         )
         .await?;
-        let members: BTreeMap<u64, BasicNode> = config
-            .peers
-            .iter()
-            .map(|(&id, addr)| (id, BasicNode { addr: addr.clone() }))
-            .collect();
-        if !meta.rebuilt {
-            if let Err(e) = initialize(&meta.raft, members).await {
-                groups.remove(META_GROUP);
-                let _ = meta.raft.shutdown().await;
-                return Err(e);
-            }
+        if let Err(e) = first_start(&config, &meta).await {
+            groups.remove(META_GROUP);
+            let _ = meta.raft.shutdown().await;
+            return Err(e);
         }
         let (image, _) = watch::channel(Arc::new(Image::default()));
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             config,
             raft_config,
             peers,
@@ -168,7 +220,12 @@ impl Cluster {
             open: tokio::sync::Mutex::new(BTreeMap::new()),
             retry: std::sync::atomic::AtomicBool::new(false),
             fold: Mutex::new(None),
+            moving: Mutex::new(std::collections::HashSet::new()),
+            controlling: std::sync::atomic::AtomicBool::new(false),
+            admin: Arc::new(AdminEntry(weak.clone())),
         });
+        let handler: Arc<dyn crate::network::server::AdminHandler> = inner.admin.clone();
+        inner.groups.set_admin(Arc::downgrade(&handler));
         // What is applied here already, before anything is served.
         inner.fold_new().await;
         inner.remove_orphans().await;
@@ -218,11 +275,30 @@ impl Cluster {
             })
         };
         let image = self.image();
+        let voters: std::collections::BTreeSet<u64> = self
+            .inner
+            .meta
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         let members: Vec<serde_json::Value> = self
             .inner
             .members()
             .into_iter()
-            .map(|(id, addr)| json!({"id": id, "addr": addr}))
+            .map(|(id, addr)| {
+                let role = if voters.contains(&id) { "voter" } else { "learner" };
+                json!({
+                    "id": id,
+                    "addr": addr,
+                    "metadata_role": role,
+                    "removed": image.removed.contains(&id),
+                    "registered": image.nodes.contains_key(&id),
+                })
+            })
             .collect();
         let mut partitions = Vec::new();
         for (name, log) in &image.logs {
@@ -231,7 +307,12 @@ impl Cluster {
                     "log": name,
                     "partition": p,
                     "group": placement.group,
-                    "replicas": placement.replicas.iter().map(|r| r.id).collect::<Vec<_>>(),
+                    "replicas": placement.replica_ids(),
+                    "moving_to": placement
+                        .target
+                        .as_ref()
+                        .map(|t| t.iter().map(|r| r.id).collect::<Vec<_>>()),
+                    "moves": placement.moves,
                 });
                 let group = self.inner.groups.get(placement.group);
                 if let (Some(g), Some(obj)) = (group, entry.as_object_mut()) {
@@ -253,8 +334,24 @@ impl Cluster {
             "members": members,
             "metadata": raft_state(&self.inner.meta.raft),
             "metadata_folded": image.folded,
+            "removed_nodes": image.removed,
             "partitions": partitions,
         })
+    }
+
+    /// Executes an administration request (on this node, or forwarded to the node
+    /// where it must run: see [`admin`]); its answer as JSON text.
+    pub async fn admin(&self, request: AdminRequest) -> AdminAnswer {
+        self.inner.route(request, 0).await
+    }
+
+    /// The group of partition `partition` of log `log`.
+    pub fn group_of(&self, log: &str, partition: usize) -> Option<GroupId> {
+        self.image()
+            .logs
+            .get(log)
+            .and_then(|l| l.partitions.get(partition))
+            .map(|p| p.group)
     }
 
     /// Stops every group of this node (the metadata group last).
@@ -277,6 +374,100 @@ impl Cluster {
             }
         }
         self.inner.close_group(META_GROUP, false).await;
+    }
+}
+
+/// On a node's first start (no metadata yet): joins through `config.join`, or
+/// bootstraps with the static peers, unless one of them knows this node's id (then it
+/// lost its disk, and voting again under its id is unsafe).
+async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), ClusterError> {
+    if meta.rebuilt {
+        return Ok(());
+    }
+    let initialized = meta
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let me = config.node_id;
+    if let Some(addr) = &config.join {
+        return join(config, addr).await;
+    }
+    for (id, peer) in &config.peers {
+        if *id == me {
+            continue;
+        }
+        let known = ask(peer, AdminRequest::Known { id: me }, Duration::from_secs(2)).await;
+        if let Ok(Ok(json)) = known {
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            let flag = |k: &str| v.get(k).and_then(serde_json::Value::as_bool) == Some(true);
+            if flag("registered") || flag("removed") {
+                let why = if flag("removed") {
+                    format!("node {id} says it was removed")
+                } else {
+                    format!("node {id} has it as a member that came up before")
+                };
+                return Err(ClusterError::LostDisk { id: me, why });
+            }
+        }
+    }
+    let members = config
+        .peers
+        .iter()
+        .map(|(&id, addr)| (id, BasicNode { addr: addr.clone() }))
+        .collect();
+    initialize(&meta.raft, members).await
+}
+
+/// Sends `request` to the member at `addr` on a connection of its own.
+async fn ask(
+    addr: &str,
+    request: AdminRequest,
+    timeout: Duration,
+) -> Result<AdminAnswer, String> {
+    let payload = crate::network::wire::encode(&admin::Envelope { request, hops: 0 })
+        .map_err(|e| e.to_string())?;
+    let bytes = crate::network::peers::admin_at(addr, payload, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::network::wire::decode::<Result<AdminAnswer, String>>(&bytes)
+        .map_err(|e| e.to_string())?
+}
+
+/// Asks the member at `addr` to admit this node, for up to a minute while the cluster
+/// has no controller or cannot be reached.
+async fn join(config: &ClusterConfig, addr: &str) -> Result<(), ClusterError> {
+    let request = AdminRequest::AddNode {
+        id: config.node_id,
+        addr: config.addr.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let why = match ask(addr, request.clone(), Duration::from_secs(30)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(through = addr, "admitted to the cluster");
+                return Ok(());
+            }
+            Ok(Err(AdminError::Invalid(why))) => {
+                return Err(ClusterError::Join {
+                    addr: addr.to_string(),
+                    why,
+                })
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::Join {
+                addr: addr.to_string(),
+                why,
+            });
+        }
+        tracing::info!(through = addr, why, "cannot join yet; trying again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -479,7 +670,17 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
     let mut metrics = meta.metrics();
     loop {
         match inner.upgrade() {
-            Some(i) => i.fold_new().await,
+            Some(i) => {
+                i.fold_new().await;
+                // Apart: a controller step proposes metadata, which this loop folds.
+                if !i.controlling.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    tokio::spawn(async move {
+                        i.register().await;
+                        i.control().await;
+                        i.controlling.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+            }
             None => return,
         }
         // Applied entries show in the metrics; the tick covers a missed change.
@@ -516,13 +717,24 @@ impl Inner {
                 tracing::debug!(offset, why, "metadata record skipped");
             }
         }
+        // Where every node listens, for forwarding to a leader not yet contacted.
+        for (id, addr) in &image.nodes {
+            self.peers.set_addr(*id, addr);
+        }
+        for (_, _, p) in image.partitions() {
+            for r in p.replicas.iter().chain(p.target.iter().flatten()) {
+                self.peers.set_addr(r.id, &r.addr);
+            }
+        }
         self.reconcile(&image).await;
         self.image.send_replace(Arc::new(image));
     }
 
-    /// Opens what `image` places here and is not open; closes (and removes) what is
-    /// open and not in `image`.
+    /// Brings this node in step with `image`: opens the groups of the partitions it
+    /// places here (now or after a pending move), closes and removes the others, and
+    /// lists with the broker each log of which it holds every partition.
     async fn reconcile(&self, image: &Image) {
+        let me = self.config.node_id;
         let mut open = self.open.lock().await;
         let gone: Vec<String> = open
             .iter()
@@ -531,87 +743,112 @@ impl Inner {
             .collect();
         for name in gone {
             if let Some(o) = open.remove(&name) {
-                match self.broker.detach_log(&name).await {
-                    Ok(()) | Err(BrokerError::UnknownLog(_)) => {}
-                    Err(e) => tracing::warn!(log = name, error = %e, "cannot unlist a deleted log"),
+                if o.listed {
+                    match self.broker.detach_log(&name).await {
+                        Ok(()) | Err(BrokerError::UnknownLog(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(log = name, error = %e, "cannot unlist a deleted log")
+                        }
+                    }
                 }
-                for g in o.groups {
+                for (_, (g, _)) in o.held {
                     self.close_group(g, true).await;
                 }
             }
         }
         for (name, placement) in &image.logs {
-            if open.contains_key(name) {
-                continue;
-            }
-            match self.open_log(name, placement).await {
-                Ok(o) => {
-                    open.insert(name.clone(), o);
+            let wanted: BTreeMap<usize, &PartitionPlacement> = placement
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.places(me))
+                .collect();
+            let o = open.entry(name.clone()).or_insert_with(|| OpenLog {
+                created_at: placement.created_at,
+                held: BTreeMap::new(),
+                listed: false,
+            });
+            let drop: Vec<usize> = o
+                .held
+                .keys()
+                .filter(|i| !wanted.contains_key(i))
+                .copied()
+                .collect();
+            let add: Vec<usize> = wanted
+                .keys()
+                .filter(|i| !o.held.contains_key(i))
+                .copied()
+                .collect();
+            if (!drop.is_empty() || !add.is_empty()) && o.listed {
+                // It will not hold every partition, or its set changes: unlisted, and
+                // listed again below if it holds them all.
+                if let Err(e) = self.broker.unlist_log(name) {
+                    tracing::warn!(log = name, error = %e, "cannot unlist a log");
                 }
-                Err(e) => {
-                    self.retry.store(true, std::sync::atomic::Ordering::Release);
-                    tracing::error!(log = name, error = %e, "cannot open the log's groups; retrying")
+                o.listed = false;
+            }
+            for i in drop {
+                if let Some((g, _)) = o.held.remove(&i) {
+                    tracing::info!(log = name, partition = i, group = g, "replica moved off this node");
+                    self.close_group(g, true).await;
                 }
             }
-        }
-    }
-
-    async fn open_log(
-        &self,
-        name: &str,
-        placement: &LogPlacement,
-    ) -> Result<OpenLog, ClusterError> {
-        let me = self.config.node_id;
-        let mut writers: Vec<Arc<dyn PartitionLog>> = Vec::new();
-        let mut groups = Vec::new();
-        for p in &placement.partitions {
-            if !p.replicas.iter().any(|r| r.id == me) {
-                continue;
-            }
-            for r in &p.replicas {
-                self.peers.set_addr(r.id, &r.addr);
-            }
-            let member = match self.open_partition(p).await {
-                Ok(m) => m,
-                Err(e) => {
-                    // The groups of this log opened so far close again: all or nothing.
-                    for g in groups {
-                        self.close_group(g, false).await;
+            for i in add {
+                let Some(p) = wanted.get(&i) else { continue };
+                match self.open_partition(p).await {
+                    Ok(m) => {
+                        o.held.insert(i, (p.group, m));
                     }
-                    return Err(e);
+                    Err(e) => {
+                        self.retry.store(true, std::sync::atomic::Ordering::Release);
+                        tracing::error!(
+                            log = name,
+                            partition = i,
+                            error = %e,
+                            "cannot open the partition's group; retrying"
+                        );
+                    }
                 }
-            };
-            groups.push(p.group);
-            writers.push(Arc::new(RaftPartition::new(
-                name,
-                member.raft,
-                member.sm,
-                self.peers.clone(),
-                p.group,
-            )));
-        }
-        if writers.len() == placement.partitions.len() {
-            if let Err(e) = self.broker.attach_log(name, writers) {
-                tracing::error!(log = name, error = %e, "cannot list the replicated log");
             }
-        } else {
-            tracing::info!(
-                log = name,
-                held = writers.len(),
-                partitions = placement.partitions.len(),
-                "log not served on this node: it holds only some of its partitions"
-            );
+            let all = o.held.len() == placement.partitions.len();
+            if all && !o.listed {
+                let writers: Vec<Arc<dyn PartitionLog>> = o
+                    .held
+                    .values()
+                    .map(|(g, m)| {
+                        Arc::new(RaftPartition::new(
+                            name,
+                            m.raft.clone(),
+                            m.sm.clone(),
+                            self.peers.clone(),
+                            *g,
+                        )) as Arc<dyn PartitionLog>
+                    })
+                    .collect();
+                match self.broker.attach_log(name, writers) {
+                    Ok(()) => o.listed = true,
+                    Err(e) => {
+                        tracing::error!(log = name, error = %e, "cannot list the replicated log")
+                    }
+                }
+            } else if !all && !o.held.is_empty() && !o.listed {
+                tracing::debug!(
+                    log = name,
+                    held = o.held.len(),
+                    partitions = placement.partitions.len(),
+                    "log not served on this node: it holds only some of its partitions"
+                );
+            }
+            if o.held.is_empty() && !o.listed {
+                open.remove(name);
+            }
         }
-        Ok(OpenLog {
-            created_at: placement.created_at,
-            groups,
-        })
     }
 
-    /// Opens this node's replica of one partition's group and, on its first start,
-    /// initializes the group with the replicas the metadata names (a replica rebuilt
-    /// after damage learns the group from its leader instead). A group that fails to
-    /// initialize is closed again.
+    /// Opens this node's replica of one partition's group. A replica the partition was
+    /// created with initializes the group on its first start; one added by a move (or
+    /// rebuilt after damage) learns the group from its leader instead. A group that
+    /// fails to initialize is closed again.
     async fn open_partition(&self, p: &PartitionPlacement) -> Result<Member, ClusterError> {
         let member = open_member(
             &self.config,
@@ -622,20 +859,10 @@ impl Inner {
             self.group_dir(p.group),
         )
         .await?;
-        if !member.rebuilt {
-            let members = p
-                .replicas
-                .iter()
-                .map(|r| {
-                    (
-                        r.id,
-                        BasicNode {
-                            addr: r.addr.clone(),
-                        },
-                    )
-                })
-                .collect();
-            if let Err(e) = initialize(&member.raft, members).await {
+        let me = self.config.node_id;
+        let founder = p.moves == 0 && p.replicas.iter().any(|r| r.id == me);
+        if founder && !member.rebuilt {
+            if let Err(e) = initialize(&member.raft, admin::raft_nodes(&p.replicas)).await {
                 self.close_group(p.group, false).await;
                 return Err(e);
             }
@@ -675,7 +902,7 @@ impl Inner {
                 .logs
                 .values()
                 .flat_map(|l| l.partitions.iter())
-                .filter(|p| p.replicas.iter().any(|r| r.id == me))
+                .filter(|p| p.places(me))
                 .map(|p| p.group)
                 .collect();
             (image.next_group, live)
@@ -732,6 +959,25 @@ impl Inner {
         }
     }
 
+    /// Records this node in the metadata once it is a member (see
+    /// [`MetaEvent::Register`]).
+    async fn register(&self) {
+        let me = self.config.node_id;
+        let image = self.image.borrow().clone();
+        let recorded = image.nodes.get(&me) == Some(&self.config.addr);
+        if recorded || image.removed.contains(&me) || !self.members().contains_key(&me) {
+            return;
+        }
+        let event = MetaEvent::Register {
+            id: me,
+            addr: self.config.addr.clone(),
+        };
+        if let Err(e) = self.submit(&event).await {
+            tracing::debug!(error = %e, "cannot record this node in the metadata yet");
+        }
+    }
+
+    /// The members of the metadata group (voters and learners) with their addresses.
     fn members(&self) -> BTreeMap<u64, String> {
         let m = self.meta.raft.metrics().borrow_watched().clone();
         m.membership_config
@@ -746,7 +992,9 @@ impl Inner {
         if image.logs.contains_key(name) {
             return Err(BrokerError::LogExists(name.to_string()));
         }
-        let replicas = image::place(&self.members(), partitions, image.next_group);
+        let mut members = self.members();
+        members.retain(|id, _| !image.removed.contains(id));
+        let replicas = image::place(&members, partitions, image.next_group);
         let event = MetaEvent::CreateLog {
             name: name.to_string(),
             replicas,

@@ -313,6 +313,17 @@ impl Peers {
         .await
     }
 
+    /// Sends an administration request to node `target` (see
+    /// [`crate::cluster::admin`]); its encoded answer.
+    pub async fn admin(
+        &self,
+        target: u64,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>> {
+        self.call(target, Kind::Admin, 0, payload, timeout).await
+    }
+
     async fn send_snapshot(
         &self,
         target: u64,
@@ -455,4 +466,35 @@ impl GroupRouter<TypeConfig, GroupId> for Peers {
         self.raft_rpc(target, Kind::TransferLeader, group_id, &req, option)
             .await
     }
+}
+
+/// Sends one administration request to the node at `addr` on a connection of its own
+/// (a node joining the cluster knows only an address); its encoded answer.
+pub async fn admin_at(addr: &str, payload: Vec<u8>, timeout: Duration) -> io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let frame = Frame {
+            id: 1,
+            kind: Kind::Admin as u8,
+            group: 0,
+            payload,
+        };
+        wire::write_frame(&mut stream, &frame).await?;
+        tokio::io::AsyncWriteExt::flush(&mut stream).await?;
+        match wire::read_frame(&mut stream).await? {
+            Some(f) if f.id == 1 && f.kind == Kind::Admin as u8 | RESPONSE => Ok(f.payload),
+            Some(f) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{addr} answered kind {} to an administration request", f.kind),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{addr} closed the connection without an answer"),
+            )),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr}")))?
 }

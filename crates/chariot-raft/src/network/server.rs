@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -72,10 +74,18 @@ impl Quarantine {
     }
 }
 
+/// Answers the cluster administration frames ([`Kind::Admin`]): the cluster node
+/// decodes, executes or forwards them.
+pub trait AdminHandler: Send + Sync {
+    /// The encoded answer to the encoded request `payload`.
+    fn admin(&self, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send + '_>>;
+}
+
 /// The Raft groups this node serves. Clones share them.
 #[derive(Clone, Default)]
 pub struct Groups {
     map: Arc<RwLock<HashMap<GroupId, Group>>>,
+    admin: Arc<RwLock<Option<Weak<dyn AdminHandler>>>>,
 }
 
 impl Groups {
@@ -108,6 +118,19 @@ impl Groups {
             .keys()
             .copied()
             .collect()
+    }
+
+    /// Hands administration frames to `handler` from now on.
+    pub fn set_admin(&self, handler: Weak<dyn AdminHandler>) {
+        *self.admin.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    fn admin(&self) -> Option<Arc<dyn AdminHandler>> {
+        self.admin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade)
     }
 
     /// Group `id`, if served here.
@@ -177,6 +200,12 @@ fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {
 }
 
 async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> Vec<u8> {
+    if kind == Kind::Admin {
+        return match groups.admin() {
+            Some(h) => h.admin(payload.to_vec()).await,
+            None => answer::<()>(Err("this node is not a cluster member yet".into())),
+        };
+    }
     let Some(g) = groups.get(group) else {
         return answer::<()>(Err(format!("group {group} is not on this node")));
     };
@@ -246,6 +275,7 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
             Ok(done) => answer(install(&g, done).await),
             Err(e) => answer::<()>(Err(e.to_string())),
         },
+        Kind::Admin => answer::<()>(Err("handled above".into())),
     }
 }
 

@@ -42,6 +42,9 @@ pub enum Kind {
     /// A replica rebuilt after damage asks the group's leader to replicate to it from
     /// the beginning (the node id, `u64`): its log is shorter than the leader last saw.
     AllowRevert = 8,
+    /// A cluster administration request (`crate::cluster::admin`), group ignored: add,
+    /// remove, rebalance, transfer leadership, or a restarting node's check.
+    Admin = 9,
 }
 
 impl Kind {
@@ -56,6 +59,7 @@ impl Kind {
             6 => Kind::TransferLeader,
             7 => Kind::Propose,
             8 => Kind::AllowRevert,
+            9 => Kind::Admin,
             _ => return None,
         })
     }

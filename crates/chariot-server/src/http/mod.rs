@@ -8,6 +8,7 @@
 
 pub(crate) mod api;
 pub mod chariots;
+pub mod cluster;
 mod logs;
 mod seed;
 
@@ -92,6 +93,7 @@ pub async fn serve(
     let body_limit = broker.config().log.max_batch_bytes * 2 + (64 << 10);
     let app = router(broker)
         .merge(chariots::router(Arc::clone(&chariots)))
+        .merge(cluster::router(cluster.clone()))
         .merge(chariots::cluster_router(chariots, cluster));
     let app = limit_bodies(app, body_limit)
         .layer(axum::middleware::map_response(json_method_not_allowed))

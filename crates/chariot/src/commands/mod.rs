@@ -1,7 +1,9 @@
 //! The client subcommands, one file each, and the options they share.
 
+pub mod cluster;
 pub mod consume;
 pub mod fetch;
+pub mod http;
 pub mod log;
 pub mod publish;
 pub mod read;
