@@ -114,13 +114,14 @@ class Cluster:
                     raise AssertionError(f"node {i} does not list {log} within {timeout}s")
                 time.sleep(0.05)
 
-    def converged(self, log: str, partition: int, timeout: float = 30.0) -> dict[int, list]:
-        """Waits until every live node holds the same records of the partition (followers
-        apply what is committed a moment after the leader); returns each node's."""
+    def converged(self, log: str, partition: int, timeout: float = 30.0, among=None) -> dict[int, list]:
+        """Waits until every live node (or those of ``among``) holds the same records of
+        the partition (followers apply what is committed a moment after the leader);
+        returns each node's."""
         deadline = time.monotonic() + timeout
         while True:
             got = {}
-            for i in self.alive():
+            for i in among or self.alive():
                 with self.nodes[i].connect() as c:
                     got[i] = [(r.offset, r.value) for r in c.read_all(log, partition)]
             if len({tuple(v) for v in got.values()}) == 1:

@@ -70,6 +70,11 @@ def test_add_a_node_remove_another_under_load(make_cluster):
         capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode == 1 and "never taken again" in refused.stderr, refused.stderr
+    balanced = cli(c[3], "cluster", "rebalance")
+    assert balanced["moves"] == [], balanced
+    status = cli(c[4], "cluster", "status")
+    assert sorted(m["id"] for m in status["members"]) == [2, 3, 4]
+    assert status["removed_nodes"] == [1]
     report = c.check(h, "stream")
     assert acked(h) > 0
     assert report.ok, report.summary()

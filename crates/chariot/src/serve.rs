@@ -136,7 +136,12 @@ pub struct ServeArgs {
     /// Cluster mode: join a running cluster through one of its members (its inter-node
     /// address) on this node's first start, instead of --peers. The node holds no
     /// replica until `chariot cluster rebalance` (or a removal) moves some to it.
-    #[arg(long, env = "CHARIOT_JOIN", value_name = "HOST:PORT", conflicts_with = "peers")]
+    #[arg(
+        long,
+        env = "CHARIOT_JOIN",
+        value_name = "HOST:PORT",
+        conflicts_with = "peers"
+    )]
     pub join: Option<String>,
     /// Cluster mode: the inter-node address the other nodes reach this one at
     /// [default: this node's entry in --peers, else --cluster-addr if it names a host].

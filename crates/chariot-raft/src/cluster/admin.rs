@@ -162,7 +162,9 @@ impl Inner {
         match crate::network::wire::decode::<Result<AdminAnswer, String>>(&answer) {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => Err(AdminError::Unavailable(format!("node {to}: {e}"))),
-            Err(e) => Err(failed(format!("node {to} answered something unreadable: {e}"))),
+            Err(e) => Err(failed(format!(
+                "node {to} answered something unreadable: {e}"
+            ))),
         }
     }
 
@@ -246,7 +248,11 @@ impl Inner {
                 .await
                 .map_err(failed)?;
         }
-        tracing::info!(node = id, moves = planned, "node removed; its replicas move");
+        tracing::info!(
+            node = id,
+            moves = planned,
+            "node removed; its replicas move"
+        );
         Ok(serde_json::json!({"removed": id, "moves": planned}))
     }
 
@@ -271,7 +277,11 @@ impl Inner {
         Ok(serde_json::json!({"moves": listed}))
     }
 
-    async fn transfer_leader(&self, group: GroupId, to: u64) -> Result<serde_json::Value, AdminError> {
+    async fn transfer_leader(
+        &self,
+        group: GroupId,
+        to: u64,
+    ) -> Result<serde_json::Value, AdminError> {
         let Some(g) = self.groups.get(group) else {
             return Err(AdminError::Unavailable(format!(
                 "group {group} is not on this node"
@@ -314,7 +324,12 @@ impl Inner {
             if g.raft.metrics().borrow_watched().current_leader != Some(me) {
                 continue;
             }
-            if !self.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(p.group) {
+            if !self
+                .moving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.group)
+            {
                 continue;
             }
             let (inner, group) = (Arc::clone(self), p.group);

@@ -363,7 +363,8 @@ impl Image {
             .map(|(_, _, p)| (p.group, p.replicas.clone()))
             .collect();
         while let (Some((&most, &high)), Some((_, &low))) = (
-            load.iter().max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id))),
+            load.iter()
+                .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id))),
             load.iter().min_by_key(|(id, c)| (**c, **id)),
         ) {
             if high <= low + 1 {
@@ -561,7 +562,10 @@ mod tests {
         });
         assert_eq!(image.fold(4, &done), Folded::Applied);
         let now = image.placement(1).unwrap();
-        assert_eq!((now.replicas.clone(), now.target.clone(), now.moves), (to, None, 1));
+        assert_eq!(
+            (now.replicas.clone(), now.target.clone(), now.moves),
+            (to, None, 1)
+        );
         assert!(!now.places(p.replicas[2].id));
     }
 

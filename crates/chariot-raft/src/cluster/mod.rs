@@ -290,7 +290,11 @@ impl Cluster {
             .members()
             .into_iter()
             .map(|(id, addr)| {
-                let role = if voters.contains(&id) { "voter" } else { "learner" };
+                let role = if voters.contains(&id) {
+                    "voter"
+                } else {
+                    "learner"
+                };
                 json!({
                     "id": id,
                     "addr": addr,
@@ -423,11 +427,7 @@ async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), Cluste
 }
 
 /// Sends `request` to the member at `addr` on a connection of its own.
-async fn ask(
-    addr: &str,
-    request: AdminRequest,
-    timeout: Duration,
-) -> Result<AdminAnswer, String> {
+async fn ask(addr: &str, request: AdminRequest, timeout: Duration) -> Result<AdminAnswer, String> {
     let payload = crate::network::wire::encode(&admin::Envelope { request, hops: 0 })
         .map_err(|e| e.to_string())?;
     let bytes = crate::network::peers::admin_at(addr, payload, timeout)
@@ -673,11 +673,15 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
             Some(i) => {
                 i.fold_new().await;
                 // Apart: a controller step proposes metadata, which this loop folds.
-                if !i.controlling.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                if !i
+                    .controlling
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
                     tokio::spawn(async move {
                         i.register().await;
                         i.control().await;
-                        i.controlling.store(false, std::sync::atomic::Ordering::Release);
+                        i.controlling
+                            .store(false, std::sync::atomic::Ordering::Release);
                     });
                 }
             }
@@ -789,7 +793,12 @@ impl Inner {
             }
             for i in drop {
                 if let Some((g, _)) = o.held.remove(&i) {
-                    tracing::info!(log = name, partition = i, group = g, "replica moved off this node");
+                    tracing::info!(
+                        log = name,
+                        partition = i,
+                        group = g,
+                        "replica moved off this node"
+                    );
                     self.close_group(g, true).await;
                 }
             }

@@ -486,7 +486,10 @@ pub async fn admin_at(addr: &str, payload: Vec<u8>, timeout: Duration) -> io::Re
             Some(f) if f.id == 1 && f.kind == Kind::Admin as u8 | RESPONSE => Ok(f.payload),
             Some(f) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{addr} answered kind {} to an administration request", f.kind),
+                format!(
+                    "{addr} answered kind {} to an administration request",
+                    f.kind
+                ),
             )),
             None => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

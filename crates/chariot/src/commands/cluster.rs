@@ -135,7 +135,9 @@ fn status_text(raft: &Value) -> String {
             "  member {} at {} ({}{})",
             get(m, "id"),
             m.get("addr").and_then(Value::as_str).unwrap_or("?"),
-            m.get("metadata_role").and_then(Value::as_str).unwrap_or("?"),
+            m.get("metadata_role")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
             if removed { ", removed: draining" } else { "" },
         ));
     }

@@ -101,7 +101,11 @@ impl Api {
         }
     }
 
-    pub async fn get(&self, path: &str, query: Vec<(&'static str, String)>) -> anyhow::Result<Answer> {
+    pub async fn get(
+        &self,
+        path: &str,
+        query: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Answer> {
         self.request("GET", path, query, None).await
     }
 
@@ -163,4 +167,3 @@ impl Api {
         .context("the HTTP request's thread failed")?
     }
 }
-

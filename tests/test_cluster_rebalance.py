@@ -1,0 +1,45 @@
+"""``chariot cluster rebalance`` after a node joins: replicas move onto the new node until
+every node holds about as many, the moved partitions' records are the same on every
+replica (the new one rebuilt from the others), and the new node serves the logs it now
+holds in full."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import BINARY, wait_until
+
+
+def test_rebalance_moves_replicas_onto_a_new_node(make_cluster):
+    c = make_cluster(3)
+    for name in ("a", "b"):
+        c.new_log(name)
+        with c[1].connect() as conn:
+            for k in range(50):
+                conn.publish_records(name, 0, [f"{name}-{k}".encode()])
+    c.join(4)
+    wait_until(lambda: any(m["id"] == 4 for m in c.status(1)["members"]), 30, "node 4 is a member")
+    out = subprocess.run(
+        [str(BINARY), "--json", "--http", f"127.0.0.1:{c[2].http_port}", "cluster", "rebalance"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    moves = json.loads(out.stdout)["moves"]
+    # Six replicas on three nodes, none on node 4: one moves to it.
+    assert len(moves) == 1 and 4 in moves[0]["to"], moves
+
+    def done() -> bool:
+        return all(c.placement(1, n)["moving_to"] is None for n in ("a", "b"))
+
+    wait_until(done, 90, "the move is done")
+    load = {i: 0 for i in c.ids()}
+    for name in ("a", "b"):
+        replicas = c.placement(1, name)["replicas"]
+        for r in replicas:
+            load[r] += 1
+        got = c.converged(name, 0, among=replicas)
+        assert all(len(v) == 50 for v in got.values()), {i: len(v) for i, v in got.items()}
+    assert max(load.values()) - min(load.values()) <= 1, load
+    held = [n for n in ("a", "b") if 4 in c.placement(1, n)["replicas"]]
+    wait_until(lambda: held[0] in [l["name"] for l in c[4].http.get("/logs").json()], 30, "node 4 serves it")
