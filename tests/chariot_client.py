@@ -47,6 +47,7 @@ CMD_READ_RANGE = 0x12
 CMD_LIST_LOGS = 0x13
 CMD_DESCRIBE_LOG = 0x14
 CMD_PUBLISH_RECORDS_ACKS = 0x16
+CMD_ACK_TO = 0x17
 ACKS_QUORUM, ACKS_ALL = 0, 1
 
 STATUS_OK = 0x00
@@ -297,6 +298,10 @@ def encode_list_logs() -> bytes:
 
 def encode_describe_log(name: str | bytes) -> bytes:
     return encode_ext(CMD_DESCRIBE_LOG, _name(name))
+
+
+def encode_ack_to(name: str | bytes, partition: int, group: str | bytes, offset: int) -> bytes:
+    return encode_ext(CMD_ACK_TO, _name(name) + u32(partition) + _name(group) + u64(offset))
 
 
 def encode_ext_error(code: int, message: str) -> bytes:
@@ -658,6 +663,11 @@ class Connection:
     def list_logs(self) -> dict[str, int]:
         self.send_raw(encode_list_logs())
         return decode_list_logs_body(read_ext_response(self.sock))
+
+    def ack_to(self, name: str | bytes, partition: int, group: str | bytes, offset: int) -> int:
+        """The group has consumed every record below ``offset``; its committed offset now."""
+        self.send_raw(encode_ack_to(name, partition, group, offset))
+        return decode_publish_records_body(read_ext_response(self.sock))
 
     def describe_log(self, name: str | bytes) -> list[PartitionDescription]:
         self.send_raw(encode_describe_log(name))

@@ -58,3 +58,27 @@ def test_acks_are_replicated_and_survive_the_leader(make_cluster):
 
     # The restarted node catches up on the acks it missed.
     wait_until(lambda: groups() == {"workers": 12}, timeout=20, what="the acks on the restarted node")
+
+
+def test_ack_to_through_any_node_is_idempotent_and_survives_the_leader(make_cluster):
+    c = make_cluster(3)
+    c.new_log("jobs")
+    with c[1].connect() as conn:
+        conn.publish_records("jobs", 0, [f"job{k}".encode() for k in range(20)])
+    leader = c.leader_of("jobs", 0)
+    follower = next(i for i in c.ids() if i != leader)
+    with c[follower].connect() as conn:
+        assert conn.ack_to("jobs", 0, "readers", 8) == 8
+        assert conn.ack_to("jobs", 0, "readers", 8) == 8, "a retry changes nothing"
+        assert conn.ack_to("jobs", 0, "readers", 3) == 8, "never back"
+    c.kill(leader)
+    others = [i for i in c.ids() if i != leader]
+    c.leader_of("jobs", 0, among=others)
+    with c[others[-1]].connect() as conn:
+        wait_until(lambda: conn.describe_log("jobs")[0].group_offsets().get("readers") == 8,
+                   what="the ack on another node")
+        assert conn.ack_to("jobs", 0, "readers", 20) == 20
+    c[leader].start()
+    with c[leader].connect() as conn:
+        wait_until(lambda: conn.describe_log("jobs")[0].group_offsets().get("readers") == 20,
+                   timeout=20, what="the restarted node catching up on the ack")

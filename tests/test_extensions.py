@@ -349,3 +349,31 @@ def test_extension_errors_keep_the_connection(conn, log_name):
         assert e.value.code == cc.E_UNKNOWN_LOG
     cc.read_rog_status(conn.sock)
     assert cc.decode_publish_records_body(cc.read_ext_response(conn.sock)) == 0
+
+
+def test_ack_to_is_idempotent_never_moves_back_and_survives_a_restart(server, log_name):
+    with server.connect() as conn:
+        conn.create_log(log_name, 1)
+        conn.publish_records(log_name, 0, [f"r{k}".encode() for k in range(10)])
+        assert conn.ack_to(log_name, 0, "g", 4) == 4
+        assert conn.ack_to(log_name, 0, "g", 4) == 4, "a retry changes nothing"
+        assert conn.ack_to(log_name, 0, "g", 2) == 4, "a late, older ack does not move it back"
+        assert conn.fetch(log_name, 0, "g") == b"r4"
+        with pytest.raises(ExtError) as e:
+            conn.ack_to(log_name, 0, "g", 11)
+        assert e.value.code == 6, e.value
+        assert conn.ack_to(log_name, 0, "g", 10) == 10, "the end is a valid offset"
+        with pytest.raises(ExtError) as e:
+            conn.ack_to("no-such-log", 0, "g", 0)
+        assert e.value.code == 1, e.value  # unknown_log
+    # Over HTTP: ?offset= on the ack endpoint.
+    r = server.http.post(f"/logs/{log_name}/partitions/0/groups/h/ack?offset=7")
+    assert r.status == 200 and r.json() == {"offset": 7}, r
+    r = server.http.post(f"/logs/{log_name}/partitions/0/groups/h/ack?offset=99")
+    assert r.status == 416 and r.json()["code"] == "offset_out_of_range", r
+    r = server.http.post(f"/logs/{log_name}/partitions/0/groups/h/ack?offset=x")
+    assert r.status == 400, r
+    server.restart()
+    with server.connect() as conn:
+        groups = conn.describe_log(log_name)[0].group_offsets()
+    assert groups == {"g": 10, "h": 7}

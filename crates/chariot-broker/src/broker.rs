@@ -640,6 +640,29 @@ impl Broker {
             .await
     }
 
+    /// Moves `group` to `offset` on the partition, never back: its committed offset
+    /// becomes `max(committed, offset)`, durably (a retry is harmless). `offset` may be
+    /// at most the partition's next offset. Returns the committed offset now.
+    pub async fn ack_to(&self, log: &str, partition: u32, group: &str, offset: u64) -> Result<u64> {
+        let entry = self.get(log)?;
+        let p = entry.partition(partition)?;
+        if let Some(g) = p.writer.groups() {
+            return g.ack_to(group, offset).await;
+        }
+        let plog = p.log();
+        let (floor, end) = (plog.earliest_offset(), plog.next_offset());
+        if offset > end {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: offset,
+                earliest: floor,
+                next: end,
+            });
+        }
+        self.offsets()?
+            .ack_to(group_key(log, partition, group), offset, floor)
+            .await
+    }
+
     /// Stops every partition's writes (what they accepted is appended), then flushes and closes
     /// every log. Later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {

@@ -134,6 +134,23 @@ impl OffsetStore {
         Ok(next)
     }
 
+    /// Moves a group to `max(committed, offset)` (with `floor` as in [`Self::advance`])
+    /// and returns it once durable. The commit record is written even when nothing
+    /// moves, so the answer never rests on a concurrent ack's write in flight.
+    pub(crate) async fn ack_to(&self, key: GroupKey, offset: u64, floor: u64) -> Result<u64> {
+        let next = {
+            let mut map = self.lock();
+            let next = map.get(&key).copied().unwrap_or(0).max(floor).max(offset);
+            map.insert(key.clone(), next);
+            next
+        };
+        // Replay keeps the largest commit of a group, so a failed write leaves no
+        // trace to undo; the reservation stands for a retry to make durable.
+        self.append(Entry::Records(vec![commit_record(&key, next)]))
+            .await?;
+        Ok(next)
+    }
+
     /// Forgets every group of a deleted log, durably.
     pub(crate) async fn delete_log(&self, log: &str) -> Result<()> {
         self.lock().retain(|k, _| k.log != log);

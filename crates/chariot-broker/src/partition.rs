@@ -161,6 +161,9 @@ pub trait GroupOffsets: Send + Sync {
     /// Moves `group` past one record, never past the end ([`BrokerError::NoData`]
     /// there); the new offset once durable.
     fn advance<'a>(&'a self, group: &'a str) -> GroupFuture<'a>;
+    /// Moves `group` to `max(committed, offset)` (`offset` at most the partition's
+    /// next offset); the committed offset once durable.
+    fn ack_to<'a>(&'a self, group: &'a str, offset: u64) -> GroupFuture<'a>;
 }
 
 /// A group operation in progress.

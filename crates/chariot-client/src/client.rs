@@ -187,6 +187,29 @@ impl Client {
         }
     }
 
+    /// Extension `0x17`: `group` has consumed every record of the partition below
+    /// `offset`; its committed offset becomes `max(committed, offset)`, so a retry after
+    /// a lost answer changes nothing. Returns the committed offset now. An offset past
+    /// the partition's end is refused (`offset_out_of_range`).
+    pub async fn ack_to(
+        &mut self,
+        log: &str,
+        partition: u32,
+        group: &str,
+        offset: u64,
+    ) -> Result<u64> {
+        let request = Request::AckTo {
+            log: log.to_owned(),
+            partition,
+            group: group.to_owned(),
+            offset,
+        };
+        match self.call(&request).await? {
+            Response::GroupOffset { offset } => Ok(offset),
+            _ => Err(ClientError::UnexpectedResponse(request.kind())),
+        }
+    }
+
     /// Extension `0x10`: appends a batch built with
     /// [`RecordBatchBuilder`](chariot_log::RecordBatchBuilder); returns the offset given
     /// to its first record and how many records were appended.

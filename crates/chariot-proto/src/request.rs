@@ -39,6 +39,8 @@ pub enum RequestKind {
     /// Extension: append a list of record values, acknowledged once the copies the
     /// request asks for hold them.
     PublishRecordsAcks = 0x16,
+    /// Extension: move a consumer group to an offset, idempotently (never back).
+    AckTo = 0x17,
 }
 
 /// Command bytes from here up are extensions; everything below is Rog's space,
@@ -47,7 +49,7 @@ pub(crate) const FIRST_EXTENSION_COMMAND: u8 = 0x10;
 
 impl RequestKind {
     /// Every kind, in command-byte order.
-    pub const ALL: [RequestKind; 11] = [
+    pub const ALL: [RequestKind; 12] = [
         RequestKind::CreateLog,
         RequestKind::Publish,
         RequestKind::Fetch,
@@ -59,6 +61,7 @@ impl RequestKind {
         RequestKind::DescribeLog,
         RequestKind::CreateLogExt,
         RequestKind::PublishRecordsAcks,
+        RequestKind::AckTo,
     ];
 
     /// The command byte that starts requests of this kind.
@@ -80,6 +83,7 @@ impl RequestKind {
             0x14 => RequestKind::DescribeLog,
             0x15 => RequestKind::CreateLogExt,
             0x16 => RequestKind::PublishRecordsAcks,
+            0x17 => RequestKind::AckTo,
             _ => return None,
         })
     }
@@ -192,6 +196,18 @@ pub enum Request {
         /// Number of partitions.
         partitions: u32,
     },
+    /// Extension `0x17`: `group` has consumed every record below `offset` (its
+    /// committed offset becomes `max(committed, offset)`: a retry changes nothing).
+    AckTo {
+        /// Log name.
+        log: String,
+        /// Partition index.
+        partition: u32,
+        /// Consumer group.
+        group: String,
+        /// The offset of the next record the group wants.
+        offset: u64,
+    },
 }
 
 /// `acks` of [`Request::PublishRecordsAcks`]: a quorum of the partition's replicas (on
@@ -286,6 +302,7 @@ impl Request {
             Request::ListLogs => RequestKind::ListLogs,
             Request::DescribeLog { .. } => RequestKind::DescribeLog,
             Request::CreateLogExt { .. } => RequestKind::CreateLogExt,
+            Request::AckTo { .. } => RequestKind::AckTo,
         }
     }
 
@@ -394,6 +411,18 @@ impl Request {
             Request::CreateLogExt { log, partitions } => put_frame(dst, Width::U32, |dst| {
                 put_string8(dst, "log name", log)?;
                 dst.put_u32(*partitions);
+                Ok(())
+            }),
+            Request::AckTo {
+                log,
+                partition,
+                group,
+                offset,
+            } => put_frame(dst, Width::U32, |dst| {
+                put_string8(dst, "log name", log)?;
+                dst.put_u32(*partition);
+                put_string8(dst, "group name", group)?;
+                dst.put_u64(*offset);
                 Ok(())
             }),
         }
@@ -535,6 +564,19 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
             let log = r.string8("log name")?;
             let partitions = r.u32()?;
             Draft::Ready(Request::CreateLogExt { log, partitions })
+        }
+        RequestKind::AckTo => {
+            open_frame(r, limits)?;
+            let log = r.string8("log name")?;
+            let partition = r.u32()?;
+            let group = r.string8("group name")?;
+            let offset = r.u64()?;
+            Draft::Ready(Request::AckTo {
+                log,
+                partition,
+                group,
+                offset,
+            })
         }
     };
     // For extensions this rejects a declared body longer than its fields; for

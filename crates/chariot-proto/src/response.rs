@@ -104,6 +104,11 @@ pub enum Response {
         /// Its partition count.
         partitions: u32,
     },
+    /// Ack-to success: the group's committed offset now.
+    GroupOffset {
+        /// The offset of the next record the group gets.
+        offset: u64,
+    },
     /// Extension error.
     Error {
         /// Wire error code. Kept raw so that a code added by a newer server
@@ -198,6 +203,7 @@ impl Response {
             Response::Logs { .. } => kind == RequestKind::ListLogs,
             Response::LogDescription { .. } => kind == RequestKind::DescribeLog,
             Response::LogCreated { .. } => kind == RequestKind::CreateLogExt,
+            Response::GroupOffset { .. } => kind == RequestKind::AckTo,
             Response::Error { .. } => kind.is_extension(),
         }
     }
@@ -269,6 +275,13 @@ impl Response {
                 dst.put_u8(STATUS_OK);
                 put_frame(dst, Width::U64, |dst| {
                     dst.put_u32(*partitions);
+                    Ok(())
+                })
+            }
+            Response::GroupOffset { offset } => {
+                dst.put_u8(STATUS_OK);
+                put_frame(dst, Width::U64, |dst| {
+                    dst.put_u64(*offset);
                     Ok(())
                 })
             }
@@ -352,6 +365,10 @@ fn parse(kind: RequestKind, r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft>
             Draft::Ready(Response::LogCreated {
                 partitions: r.u32()?,
             })
+        }
+        (STATUS_OK, RequestKind::AckTo) => {
+            open_frame(r, limits)?;
+            Draft::Ready(Response::GroupOffset { offset: r.u64()? })
         }
         (STATUS_OK, RequestKind::PublishRecords | RequestKind::PublishRecordsAcks) => {
             open_frame(r, limits)?;

@@ -462,7 +462,7 @@ fn inner_length_past_the_body_is_malformed_before_the_body_arrives() {
 #[test]
 fn responses_answer_only_their_kinds() {
     use RequestKind::*;
-    let cases: [(Response, &[RequestKind]); 10] = [
+    let cases: [(Response, &[RequestKind]); 11] = [
         (Response::Success, &[CreateLog, Publish, Ack]),
         (Response::Fetched { data: Bytes::new() }, &[Fetch]),
         (
@@ -508,9 +508,11 @@ fn responses_answer_only_their_kinds() {
                 DescribeLog,
                 CreateLogExt,
                 PublishRecordsAcks,
+                AckTo,
             ],
         ),
         (Response::LogCreated { partitions: 1 }, &[CreateLogExt]),
+        (Response::GroupOffset { offset: 3 }, &[AckTo]),
     ];
     for (response, kinds) in cases {
         for kind in RequestKind::ALL {

@@ -65,6 +65,14 @@ fn request() -> impl Strategy<Value = Request> {
         name().prop_map(|log| Request::DescribeLog { log }),
         (name(), any::<u32>())
             .prop_map(|(log, partitions)| Request::CreateLogExt { log, partitions }),
+        (name(), any::<u32>(), name(), any::<u64>()).prop_map(
+            |(log, partition, group, offset)| Request::AckTo {
+                log,
+                partition,
+                group,
+                offset
+            }
+        ),
     ]
 }
 
@@ -104,6 +112,7 @@ fn extension_kind() -> impl Strategy<Value = RequestKind> {
         Just(RequestKind::ListLogs),
         Just(RequestKind::DescribeLog),
         Just(RequestKind::CreateLogExt),
+        Just(RequestKind::AckTo),
     ]
 }
 
@@ -154,6 +163,7 @@ fn response() -> impl Strategy<Value = (RequestKind, Response)> {
             RequestKind::CreateLogExt,
             Response::LogCreated { partitions }
         )),
+        any::<u64>().prop_map(|offset| (RequestKind::AckTo, Response::GroupOffset { offset })),
         (extension_kind(), any::<u16>(), ".{0,40}")
             .prop_map(|(kind, code, message)| (kind, Response::Error { code, message })),
     ]

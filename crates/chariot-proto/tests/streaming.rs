@@ -63,6 +63,12 @@ fn sample_requests() -> Vec<Request> {
             partition: 2,
             records: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
         },
+        Request::AckTo {
+            log: "events.log".into(),
+            partition: 3,
+            group: "readers".into(),
+            offset: 1 << 33,
+        },
     ]
 }
 
@@ -152,6 +158,7 @@ fn sample_responses() -> Vec<(RequestKind, Response)> {
             RequestKind::PublishRecordsAcks,
             Response::RecordsPublished { base_offset: 44 },
         ),
+        (RequestKind::AckTo, Response::GroupOffset { offset: 1 << 33 }),
     ]
 }
 

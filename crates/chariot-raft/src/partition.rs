@@ -406,9 +406,44 @@ impl GroupOffsets for RaftPartition {
             if from >= self.sm.log().next_offset() {
                 return Err(BrokerError::NoData);
             }
+            self.ack_command(group, from + 1).await
+        })
+    }
+
+    fn ack_to<'a>(&'a self, group: &'a str, offset: u64) -> GroupFuture<'a> {
+        Box::pin(async move {
+            // This replica may not have applied the records the client read elsewhere
+            // yet: it waits (bounded) before calling the offset out of range.
+            let log = self.sm.log();
+            if offset > log.next_offset() {
+                let _ = tokio::time::timeout(APPLY_WAIT, async {
+                    while offset > log.next_offset() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+            }
+            let next = log.next_offset();
+            if offset > next {
+                return Err(BrokerError::OffsetOutOfRange {
+                    requested: offset,
+                    earliest: log.earliest_offset(),
+                    next,
+                });
+            }
+            self.ack_command(group, offset).await
+        })
+    }
+}
+
+impl RaftPartition {
+    /// Proposes `Ack { group, offset }` (applied as `max(old, offset)`) and waits until
+    /// it is applied here; the group's offset then.
+    async fn ack_command(&self, group: &str, offset: u64) -> Result<u64, BrokerError> {
+        {
             let command = Command::Ack {
                 group: group.to_owned(),
-                offset: from + 1,
+                offset,
             };
             let proposed = self.propose(command, Acks::Quorum, Duration::ZERO).await?;
             let Response::Acked { offset } = proposed.response else {
@@ -425,6 +460,6 @@ impl GroupOffsets for RaftPartition {
                 .applied_index_at_least(Some(proposed.index), "the ack applied here")
                 .await;
             Ok(offset)
-        })
+        }
     }
 }

@@ -97,6 +97,15 @@ async fn dispatch(broker: &Arc<Broker>, request: Request) -> Response {
             .ack(&log, u32::from(partition), &group)
             .await
             .map(|_| Response::Success),
+        Request::AckTo {
+            log,
+            partition,
+            group,
+            offset,
+        } => broker
+            .ack_to(&log, partition, &group, offset)
+            .await
+            .map(|offset| Response::GroupOffset { offset }),
         Request::PublishBatch {
             log,
             partition,

@@ -59,7 +59,7 @@ enum Command {
     /// Print the record at a consumer group's position, without moving it (Rog's fetch).
     Fetch(commands::fetch::GroupArgs),
     /// Move a consumer group past the record it fetched (Rog's ack).
-    Ack(commands::fetch::GroupArgs),
+    Ack(commands::fetch::AckArgs),
     /// Fetch and ack every partition's records for a group, like `tail`
     /// (`--follow` for `tail -f`).
     Consume(commands::consume::ConsumeArgs),

@@ -212,6 +212,25 @@ fn ack_advances_the_group() {
 }
 
 #[test]
+fn ack_to_moves_the_group_to_an_offset_and_never_back() {
+    let server = Server::start();
+    server.create_log("events", 1);
+    for v in ["zero", "one", "two", "three"] {
+        server.ok(&["publish", "events", v]);
+    }
+    let acked = server.json(&["ack", "events", "--group", "g", "--to", "3"]);
+    assert_eq!(acked["offset"], 3);
+    let again = server.json(&["ack", "events", "--group", "g", "--to", "1"]);
+    assert_eq!(again["offset"], 3, "never back");
+    assert_eq!(server.ok(&["fetch", "events", "--group", "g"]), "three
+");
+    let past = server
+        .run(&["ack", "events", "--group", "g", "--to", "9"])
+        .failure(1);
+    assert!(past.contains("cannot ack events/0 to 9"), "{past}");
+}
+
+#[test]
 fn consume_drains_every_partition_then_stops() {
     let server = Server::start();
     server.create_log("events", 3);

@@ -378,11 +378,25 @@ async fn fetch(
     Ok(Json(render(&record, false)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckQuery {
+    /// Ack-to: the group has consumed every record below this offset.
+    offset: Option<u64>,
+}
+
+/// Rog's ack (one record), or with `?offset=N` an ack-to: the group moves to
+/// `max(committed, N)`, so a retry is harmless.
 async fn ack(
     State(broker): Shared,
     path: Result<Path<(String, u32, String)>, PathRejection>,
+    query: Result<Query<AckQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path((name, p, g)) = path?;
-    let offset = broker.ack(&name, p, &g).await?;
+    let Query(query) = query?;
+    let offset = match query.offset {
+        Some(to) => broker.ack_to(&name, p, &g, to).await?,
+        None => broker.ack(&name, p, &g).await?,
+    };
     Ok(Json(json!({"offset": offset})))
 }

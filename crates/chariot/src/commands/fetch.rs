@@ -51,14 +51,37 @@ pub async fn fetch(conn: &Connection, args: GroupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options of `chariot ack`.
+#[derive(Debug, clap::Args)]
+pub struct AckArgs {
+    #[command(flatten)]
+    pub group: GroupArgs,
+    /// Instead of moving past the fetched record: the group has consumed every record
+    /// below OFFSET (it moves to max(committed, OFFSET), so repeating it is harmless;
+    /// extension 0x17).
+    #[arg(long, value_name = "OFFSET")]
+    pub to: Option<u64>,
+}
+
 /// Runs `chariot ack`.
-pub async fn ack(conn: &Connection, args: GroupArgs) -> anyhow::Result<()> {
+pub async fn ack(conn: &Connection, args: AckArgs) -> anyhow::Result<()> {
     let mut client = conn.connect().await?;
     let GroupArgs {
         log,
         partition,
         group,
-    } = args;
+    } = args.group;
+    if let Some(to) = args.to {
+        let offset = client
+            .ack_to(&log, u32::from(partition), &group, to)
+            .await
+            .with_context(|| format!("cannot ack {log}/{partition} to {to}"))?;
+        conn.output().emit(
+            || format!("acknowledged: group {group} of {log}/{partition} is at offset {offset}"),
+            || json!({ "log": log, "partition": partition, "group": group, "offset": offset }),
+        )?;
+        return Ok(());
+    }
     client
         .ack(&log, partition, &group)
         .await
