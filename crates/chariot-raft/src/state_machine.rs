@@ -50,6 +50,84 @@ struct Checkpoint {
     /// Sealed by a [`Command::Seal`]: appends and acks are refused from then on.
     #[serde(default)]
     sealed: bool,
+    /// Idempotent producers by id: the last batch each had stored (see
+    /// [`Producers`]).
+    #[serde(default)]
+    producers: Producers,
+}
+
+/// Most idempotent producers a partition remembers; past it, the one whose last batch
+/// is oldest is forgotten (alike on every replica: the rule depends only on the
+/// applied entries).
+pub const MAX_PRODUCERS: usize = 4096;
+
+/// The last batch stored for each idempotent producer (a batch whose header carries a
+/// producer id and base sequence, both non-negative). A batch that repeats its
+/// producer's last one (same first and last sequence) is not stored again: it is
+/// answered with the offsets the first one got, so a publish retried after a lost
+/// answer or a leader change is stored once. A batch whose sequences the producer had
+/// passed is refused. Sequences may skip ahead (a publish that failed for good).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producers(BTreeMap<i64, LastBatch>);
+
+/// A producer's last stored batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBatch {
+    /// Its first sequence.
+    pub first_seq: i32,
+    /// Its last sequence.
+    pub last_seq: i32,
+    /// Its first offset.
+    pub base_offset: u64,
+    /// Its last offset.
+    pub last_offset: u64,
+}
+
+/// What a producer's batch is to the partition.
+enum Sequenced {
+    /// Store it (a new producer, or the next sequences).
+    Store,
+    /// The producer's last batch again: answer its offsets.
+    Repeat(LastBatch),
+    /// Sequences the producer had passed.
+    Stale(String),
+}
+
+impl Producers {
+    fn classify(&self, pid: i64, first: i32, last: i32) -> Sequenced {
+        match self.0.get(&pid) {
+            None => Sequenced::Store,
+            Some(b) if b.first_seq == first && b.last_seq == last => Sequenced::Repeat(*b),
+            Some(b) if first <= b.last_seq => Sequenced::Stale(format!(
+                "producer {pid} sent sequences {first}..={last}, but it is past {} already",
+                b.last_seq
+            )),
+            Some(_) => Sequenced::Store,
+        }
+    }
+
+    fn stored(&mut self, pid: i64, batch: LastBatch) {
+        self.0.insert(pid, batch);
+        while self.0.len() > MAX_PRODUCERS {
+            let oldest = self
+                .0
+                .iter()
+                .min_by_key(|(id, b)| (b.last_offset, **id))
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(id) => self.0.remove(&id),
+                None => break,
+            };
+        }
+    }
+}
+
+/// The producer id and first and last sequence of an idempotent batch.
+fn sequences(batch: &RecordBatch) -> Option<(i64, i32, i32)> {
+    let h = batch.header();
+    let count = i32::try_from(h.record_count).ok()?;
+    (h.producer_id >= 0 && h.base_sequence >= 0)
+        .then(|| (h.producer_id, h.base_sequence, h.base_sequence.saturating_add(count - 1)))
 }
 
 /// The files of one snapshot: a directory holding its `checkpoint` and the partition's
@@ -167,6 +245,7 @@ impl PartitionStateMachine {
     fn append_run(
         log: &Log,
         expected_next: &mut u64,
+        producers: &mut Producers,
         run: Vec<Result<RecordBatch, String>>,
     ) -> Result<Vec<Response>, RaftStoreError> {
         let mut responses = Vec::with_capacity(run.len());
@@ -197,6 +276,30 @@ impl PartitionStateMachine {
             }
             let n = u64::from(batch.record_count());
             let base = *expected_next;
+            if let Some((pid, first, last)) = sequences(&batch) {
+                match producers.classify(pid, first, last) {
+                    Sequenced::Repeat(b) => {
+                        responses.push(Some(Response::Appended {
+                            base_offset: b.base_offset,
+                            last_offset: b.last_offset,
+                        }));
+                        continue;
+                    }
+                    Sequenced::Stale(why) => {
+                        responses.push(Some(Response::Refused(why)));
+                        continue;
+                    }
+                    Sequenced::Store => producers.stored(
+                        pid,
+                        LastBatch {
+                            first_seq: first,
+                            last_seq: last,
+                            base_offset: base,
+                            last_offset: base + n - 1,
+                        },
+                    ),
+                }
+            }
             if base + n <= present {
                 responses.push(Some(Response::Appended {
                     base_offset: base,
@@ -492,13 +595,19 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     })
                     .collect();
                 let log = self.log();
-                let mut expected = lock(&self.inner.state).now.partition_next;
-                let (responses, expected) = run_blocking(&self.inner.dir, "run", move || {
-                    Self::append_run(&log, &mut expected, run).map(|r| (r, expected))
-                })
-                .await?;
+                let (mut expected, mut producers) = {
+                    let st = lock(&self.inner.state);
+                    (st.now.partition_next, st.now.producers.clone())
+                };
+                let (responses, expected, producers) =
+                    run_blocking(&self.inner.dir, "run", move || {
+                        Self::append_run(&log, &mut expected, &mut producers, run)
+                            .map(|r| (r, expected, producers))
+                    })
+                    .await?;
                 let mut st = lock(&self.inner.state);
                 st.now.partition_next = expected;
+                st.now.producers = producers;
                 for ((entry, responder), response) in items.drain(i..run_end).zip(responses) {
                     st.now.applied = Some(entry.log_id);
                     if let Some(r) = responder {

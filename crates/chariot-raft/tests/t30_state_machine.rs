@@ -361,3 +361,78 @@ async fn a_sealed_partition_takes_no_append_or_ack_also_after_a_restart() {
     assert_eq!(records(&sm.log()), vec![(0, "kept".to_string())]);
     assert_eq!(sm.group_offset("g"), Some(1));
 }
+
+fn produced(index: u64, pid: i64, seq: i32, values: &[&str]) -> Entry {
+    let mut b = RecordBatchBuilder::new().producer(pid, seq);
+    for v in values {
+        b.push(&Record::value(v.as_bytes().to_vec()));
+    }
+    Entry {
+        log_id: id(index),
+        payload: EntryPayload::Normal(Command::Append(b.build().into_vec())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_repeated_batch_is_stored_once_also_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    apply(
+        &mut sm,
+        vec![
+            membership(1),
+            produced(2, 7, 0, &["a", "b"]),
+            // A retry of the same publish (after a lost answer, a leader change).
+            produced(3, 7, 0, &["a", "b"]),
+            produced(4, 7, 2, &["c"]),
+            // Sequences producer 7 has passed: refused.
+            produced(5, 7, 1, &["b", "c"]),
+            // Another producer, and a batch without a producer: always stored.
+            produced(6, 8, 0, &["x"]),
+            append(7, &["plain"]),
+            append(8, &["plain"]),
+        ],
+    )
+    .await;
+    let want: Vec<(u64, String)> = ["a", "b", "c", "x", "plain", "plain"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v.to_string()))
+        .collect();
+    assert_eq!(records(&sm.log()), want);
+    sm.build_snapshot().await.unwrap();
+    drop(sm);
+    // The producers' state is in the checkpoint: a retry after the restart is still one.
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    apply(&mut sm, vec![produced(9, 7, 2, &["c"]), produced(10, 8, 1, &["y"])]).await;
+    let mut want = want;
+    want.push((6, "y".into()));
+    assert_eq!(records(&sm.log()), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_remembers_a_bounded_number_of_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = PartitionStateMachine::open(dir.path(), config())
+        .await
+        .unwrap();
+    let n = chariot_raft::state_machine::MAX_PRODUCERS as i64;
+    let entries: Vec<Entry> = (0..=n)
+        .map(|pid| produced(pid as u64 + 1, pid, 0, &["v"]))
+        .collect();
+    apply(&mut sm, entries).await;
+    let stored = records(&sm.log()).len();
+    assert_eq!(stored, n as usize + 1);
+    // Producer 0, the oldest, was forgotten: its repeat is stored again; producer 1's
+    // is not (asked first: storing producer 0 again forgets producer 1 in turn).
+    apply(
+        &mut sm,
+        vec![produced(n as u64 + 2, 1, 0, &["v"]), produced(n as u64 + 3, 0, 0, &["v"])],
+    )
+    .await;
+    assert_eq!(records(&sm.log()).len(), stored + 1);
+}
