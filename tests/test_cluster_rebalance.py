@@ -43,3 +43,15 @@ def test_rebalance_moves_replicas_onto_a_new_node(make_cluster):
     assert max(load.values()) - min(load.values()) <= 1, load
     held = [n for n in ("a", "b") if 4 in c.placement(1, n)["replicas"]]
     wait_until(lambda: held[0] in [l["name"] for l in c[4].http.get("/logs").json()], 30, "node 4 serves it")
+
+    # A log node 4 holds no replica of, deleted through node 4: its partition is sealed
+    # through its replicas, then it is gone everywhere, files included.
+    other = next(n for n in ("a", "b") if 4 not in c.placement(1, n)["replicas"])
+    group = c.placement(1, other)["group"]
+    r = c[4].http.delete(f"/logs/{other}")
+    assert r.status in (200, 204), r
+    for i in c.ids():
+        wait_until(lambda: other not in [l["name"] for l in c[i].http.get("/logs").json()],
+                   what=f"node {i} to drop {other}")
+        d = c[i].data_dir / "cluster" / "groups" / str(group)
+        wait_until(lambda: not d.exists(), what=f"{d} to be removed")

@@ -178,6 +178,73 @@ pub async fn propose(
     }
 }
 
+/// Proposes `command` to group `group` from a node that holds no replica of it: sent
+/// to the replicas `replicas` (node ids, their addresses known to `peers`) in turn,
+/// following the leader a replica names, until one leads it, for up to
+/// [`LEADER_WAIT`]. As with [`propose`], a proposal whose answer was lost is
+/// indeterminate, never sent again.
+pub async fn propose_remote(
+    peers: &Peers,
+    group: GroupId,
+    replicas: &[u64],
+    command: Command,
+    acks: Acks,
+) -> Result<Proposed, BrokerError> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let proposal = Proposal {
+        command,
+        acks,
+        all_wait_ms: ALL_WAIT.as_millis() as u64,
+    };
+    let wait = COMMIT_TIMEOUT + ALL_WAIT + Duration::from_secs(5);
+    let mut hint: Option<u64> = None;
+    let mut turn = 0usize;
+    loop {
+        let target = match hint.take() {
+            Some(l) => l,
+            None => {
+                let Some(&r) = replicas.get(turn % replicas.len().max(1)) else {
+                    return Err(BrokerError::NotLeader {
+                        leader: None,
+                        addr: None,
+                    });
+                };
+                turn += 1;
+                r
+            }
+        };
+        let refused = match peers.propose(target, group, &proposal, wait).await {
+            Ok(Ok(p)) => return Ok(p),
+            Ok(Err(Refusal::NotLeader { leader, addr })) => {
+                if let (Some(l), Some(a)) = (leader, &addr) {
+                    peers.set_addr(l, a);
+                    hint = Some(l).filter(|l| *l != target);
+                }
+                BrokerError::NotLeader { leader, addr }
+            }
+            Ok(Err(other)) => return Err(other.into()),
+            Err(ForwardError::NotSent(e)) => {
+                tracing::debug!(group, node = target, error = %e, "replica unreachable");
+                BrokerError::NotLeader {
+                    leader: None,
+                    addr: None,
+                }
+            }
+            Err(ForwardError::Lost(e)) => {
+                return Err(BrokerError::Indeterminate(format!(
+                    "sent to node {target} for group {group}: {e}"
+                )))
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(refused);
+        }
+        if hint.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Proposes `command` on this node, which must lead the group (else
 /// [`BrokerError::NotLeader`], before anything is proposed); answered once committed
 /// and applied, and for [`Acks::All`] once every replica has it (see [`Acks`]).

@@ -1022,20 +1022,31 @@ impl Inner {
         };
         // Seal every partition first: a replica that has not folded the delete yet
         // (or a leader that lags) can no longer acknowledge a write to it. A group not
-        // held here is sealed by nobody (more than three nodes: unfinished).
+        // held here is sealed through its replicas.
         for p in &placement.partitions {
-            let Some(g) = self.groups.get(p.group) else {
-                continue;
+            let sealed = match self.groups.get(p.group) {
+                Some(g) => {
+                    propose(
+                        &g.raft,
+                        &self.peers,
+                        p.group,
+                        Command::Seal,
+                        Acks::Quorum,
+                        Duration::ZERO,
+                    )
+                    .await?
+                }
+                None => {
+                    crate::partition::propose_remote(
+                        &self.peers,
+                        p.group,
+                        &p.replica_ids(),
+                        Command::Seal,
+                        Acks::Quorum,
+                    )
+                    .await?
+                }
             };
-            let sealed = propose(
-                &g.raft,
-                &self.peers,
-                p.group,
-                Command::Seal,
-                Acks::Quorum,
-                Duration::ZERO,
-            )
-            .await?;
             if !matches!(sealed.response, Response::Applied | Response::Sealed) {
                 return Err(BrokerError::Storage(format!(
                     "sealing group {} answered {:?}",
