@@ -48,6 +48,7 @@ CMD_LIST_LOGS = 0x13
 CMD_DESCRIBE_LOG = 0x14
 CMD_PUBLISH_RECORDS_ACKS = 0x16
 CMD_ACK_TO = 0x17
+CMD_PUBLISH_BATCH_ACKS = 0x18
 ACKS_QUORUM, ACKS_ALL = 0, 1
 
 STATUS_OK = 0x00
@@ -286,6 +287,10 @@ def encode_publish_records(name: str | bytes, partition: int, values: Iterable[b
 
 def encode_publish_records_acks(name: str | bytes, partition: int, values: Iterable[bytes], acks: int) -> bytes:
     return encode_ext(CMD_PUBLISH_RECORDS_ACKS, u8(acks) + body_publish_records(name, partition, values))
+
+
+def encode_publish_batch_acks(name: str | bytes, partition: int, batch: bytes, acks: int) -> bytes:
+    return encode_ext(CMD_PUBLISH_BATCH_ACKS, u8(acks) + body_publish_batch(name, partition, batch))
 
 
 def encode_read_range(name: str | bytes, partition: int, offset: int, max_bytes: int) -> bytes:
@@ -645,6 +650,11 @@ class Connection:
     # Extensions
     def publish_batch(self, name: str | bytes, partition: int, batch: bytes) -> tuple[int, int]:
         self.send_raw(encode_publish_batch(name, partition, batch))
+        return decode_publish_batch_body(read_ext_response(self.sock))
+
+    def publish_batch_acks(self, name: str | bytes, partition: int, batch: bytes,
+                           acks: int = ACKS_ALL) -> tuple[int, int]:
+        self.send_raw(encode_publish_batch_acks(name, partition, batch, acks))
         return decode_publish_batch_body(read_ext_response(self.sock))
 
     def publish_records(self, name: str | bytes, partition: int, values: Iterable[bytes]) -> int:

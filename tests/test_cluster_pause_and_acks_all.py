@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from chariot_client import ACKS_ALL, ACKS_QUORUM, ExtError
+from chariot_client import ACKS_ALL, ACKS_QUORUM, ExtError, Record, encode_batch
 from cluster import acked
 from conftest import wait_until
 from history import History
@@ -75,6 +75,13 @@ def test_acks_all_with_a_replica_down_is_refused_never_acknowledged_falsely(make
             assert e.code == 19, e
         # acks=quorum through the same command is acknowledged.
         conn.publish_records_acks("default", 0, [b"quorum-2"], ACKS_QUORUM)
+        # A client-built batch with acks (0x18): the same answers.
+        try:
+            conn.publish_batch_acks("default", 0, encode_batch([Record(value=b"needs-all-4")]), ACKS_ALL)
+            raise AssertionError("acks=all acknowledged a batch with a replica down")
+        except ExtError as e:
+            assert e.code == 19, e
+        conn.publish_batch_acks("default", 0, encode_batch([Record(value=b"quorum-3")]), ACKS_QUORUM)
     c[down].expect_dead = False
     c[down].start()
     # Back: acks=all works again, and the node has everything, the refused ones too
@@ -86,7 +93,9 @@ def test_acks_all_with_a_replica_down_is_refused_never_acknowledged_falsely(make
     wait_until(inserted, timeout=30, what="acks=all with every replica up")
     with c[up[0]].connect(timeout=30) as conn:
         conn.publish_records_acks("default", 0, [b"all-native"], ACKS_ALL)
-    want = ["first", "quorum", "needs-all", "needs-all-2", "needs-all-3", "quorum-2", "all-native"]
+        conn.publish_batch_acks("default", 0, encode_batch([Record(value=b"all-batch")]), ACKS_ALL)
+    want = ["first", "quorum", "needs-all", "needs-all-2", "needs-all-3", "quorum-2", "needs-all-4",
+            "quorum-3", "all-native", "all-batch"]
     for i in c.ids():
         # A retried insert may have stored all-again more than once while refused; a
         # follower serves what it has applied, a moment after the leader.

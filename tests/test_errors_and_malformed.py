@@ -154,7 +154,7 @@ def test_semantic_errors_keep_the_connection(server, log_name):
 # ---------------------------------------------------------------------------- unknown commands
 
 
-@pytest.mark.parametrize("cmd", [0x04, 0x0F, 0x18, 0x7F, 0xFF])
+@pytest.mark.parametrize("cmd", [0x04, 0x0F, 0x19, 0x7F, 0xFF])
 def test_unknown_command_byte(server, seeded, cmd):
     """One extension-form error with code 10 (unknown_command), then the server closes."""
     name, before = seeded

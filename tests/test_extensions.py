@@ -190,6 +190,22 @@ def test_publish_records_with_acks_on_a_single_node(server, log_name):
         assert conn.values(log_name, 0) == [b"a", b"b", b"c"]
 
 
+def test_publish_batch_with_acks_on_a_single_node(server, log_name):
+    """0x18: 0x10 with an acks byte; both values are answered as 0x10 is, any other is a
+    malformed frame with nothing appended."""
+    with server.connect() as conn:
+        conn.create_log(log_name, 1)
+        batch = cc.encode_batch([Record(value=b"a"), Record(value=b"b")])
+        assert conn.publish_batch_acks(log_name, 0, batch, cc.ACKS_ALL) == (0, 2)
+        assert conn.publish_batch_acks(log_name, 0, batch, cc.ACKS_QUORUM) == (2, 2)
+        conn.send_raw(cc.encode_publish_batch_acks(log_name, 0, batch, 2))
+        with pytest.raises(ExtError) as e:
+            cc.read_ext_response(conn.sock)
+        assert e.value.code == cc.E_MALFORMED_FRAME
+    with server.connect() as conn:
+        assert conn.values(log_name, 0) == [b"a", b"b", b"a", b"b"]
+
+
 # ---------------------------------------------------------------------------- read range
 
 

@@ -495,6 +495,19 @@ impl Broker {
         partition: u32,
         batch: Vec<u8>,
     ) -> Result<Appended> {
+        self.publish_batch_acks(log, partition, batch, Acks::Quorum)
+            .await
+    }
+
+    /// [`Broker::publish_batch`], answered once the copies `acks` names hold the batch
+    /// (on a cluster; a single node is its only copy).
+    pub async fn publish_batch_acks(
+        &self,
+        log: &str,
+        partition: u32,
+        batch: Vec<u8>,
+        acks: Acks,
+    ) -> Result<Appended> {
         let max_batch = self.config.log.max_batch_bytes;
         if batch.len() > max_batch {
             return Err(BrokerError::TooLarge {
@@ -518,7 +531,7 @@ impl Broker {
             )));
         }
         self.check_record_sizes(batch.records().map(|r| r.value.len()))?;
-        p.writer.append(Entry::Batch(batch)).await
+        p.writer.append_acks(Entry::Batch(batch), acks).await
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (but at least one batch).

@@ -231,6 +231,36 @@ impl Client {
             partition,
             batch: Bytes::from(batch.into_vec()),
         };
+        self.batch_call(request).await
+    }
+
+    /// Extension `0x18`: [`Client::publish_batch`], answered once the copies `acks`
+    /// names hold the batch (on a cluster, [`Acks::All`]: every replica, else the error
+    /// `not_all_replicas` with the batch stored on a quorum).
+    pub async fn publish_batch_acks(
+        &mut self,
+        log: &str,
+        partition: u32,
+        batch: RecordBatch,
+        acks: Acks,
+    ) -> Result<(u64, u32)> {
+        if batch.len() > self.limits.max_batch_size {
+            return Err(ClientError::TooLarge {
+                what: "record batch",
+                size: batch.len(),
+                max: self.limits.max_batch_size,
+            });
+        }
+        let request = Request::PublishBatchAcks {
+            acks: acks.byte(),
+            log: log.to_owned(),
+            partition,
+            batch: Bytes::from(batch.into_vec()),
+        };
+        self.batch_call(request).await
+    }
+
+    async fn batch_call(&mut self, request: Request) -> Result<(u64, u32)> {
         match self.call(&request).await? {
             Response::BatchPublished {
                 base_offset,
@@ -247,6 +277,36 @@ impl Client {
         log: &str,
         partition: u32,
         values: I,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Bytes>,
+    {
+        self.records_call(log, partition, values, None).await
+    }
+
+    /// Extension `0x16`: [`Client::publish_records`], answered once the copies `acks`
+    /// names hold the records.
+    pub async fn publish_records_acks<I, B>(
+        &mut self,
+        log: &str,
+        partition: u32,
+        values: I,
+        acks: Acks,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Bytes>,
+    {
+        self.records_call(log, partition, values, Some(acks)).await
+    }
+
+    async fn records_call<I, B>(
+        &mut self,
+        log: &str,
+        partition: u32,
+        values: I,
+        acks: Option<Acks>,
     ) -> Result<u64>
     where
         I: IntoIterator<Item = B>,
@@ -271,10 +331,18 @@ impl Client {
                 max: self.limits.max_batch_size,
             });
         }
-        let request = Request::PublishRecords {
-            log: log.to_owned(),
-            partition,
-            records,
+        let request = match acks {
+            None => Request::PublishRecords {
+                log: log.to_owned(),
+                partition,
+                records,
+            },
+            Some(acks) => Request::PublishRecordsAcks {
+                acks: acks.byte(),
+                log: log.to_owned(),
+                partition,
+                records,
+            },
         };
         match self.call(&request).await? {
             Response::RecordsPublished { base_offset } => Ok(base_offset),
@@ -410,3 +478,22 @@ fn split_batches(mut blob: &[u8]) -> std::result::Result<Vec<RecordBatch>, Batch
 
 #[cfg(test)]
 mod tests;
+
+/// How many copies must hold a publish before its answer (extensions `0x16`, `0x18`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// A quorum of the partition's replicas, durably (on a single node, the node).
+    #[default]
+    Quorum,
+    /// Every replica, durably.
+    All,
+}
+
+impl Acks {
+    fn byte(self) -> u8 {
+        match self {
+            Acks::Quorum => chariot_proto::ACKS_QUORUM,
+            Acks::All => chariot_proto::ACKS_ALL,
+        }
+    }
+}

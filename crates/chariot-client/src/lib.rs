@@ -33,5 +33,5 @@ mod error;
 
 pub use chariot_log::RecordBatch;
 pub use chariot_proto::{ErrorCode, GroupOffset, Limits, LogInfo, PartitionInfo};
-pub use client::{Client, Range};
+pub use client::{Acks, Client, Range};
 pub use error::{ClientError, Result};

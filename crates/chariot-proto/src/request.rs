@@ -41,6 +41,9 @@ pub enum RequestKind {
     PublishRecordsAcks = 0x16,
     /// Extension: move a consumer group to an offset, idempotently (never back).
     AckTo = 0x17,
+    /// Extension: append an encoded record batch, acknowledged once the copies the
+    /// request asks for hold it.
+    PublishBatchAcks = 0x18,
 }
 
 /// Command bytes from here up are extensions; everything below is Rog's space,
@@ -49,7 +52,7 @@ pub(crate) const FIRST_EXTENSION_COMMAND: u8 = 0x10;
 
 impl RequestKind {
     /// Every kind, in command-byte order.
-    pub const ALL: [RequestKind; 12] = [
+    pub const ALL: [RequestKind; 13] = [
         RequestKind::CreateLog,
         RequestKind::Publish,
         RequestKind::Fetch,
@@ -62,6 +65,7 @@ impl RequestKind {
         RequestKind::CreateLogExt,
         RequestKind::PublishRecordsAcks,
         RequestKind::AckTo,
+        RequestKind::PublishBatchAcks,
     ];
 
     /// The command byte that starts requests of this kind.
@@ -84,6 +88,7 @@ impl RequestKind {
             0x15 => RequestKind::CreateLogExt,
             0x16 => RequestKind::PublishRecordsAcks,
             0x17 => RequestKind::AckTo,
+            0x18 => RequestKind::PublishBatchAcks,
             _ => return None,
         })
     }
@@ -196,6 +201,18 @@ pub enum Request {
         /// Number of partitions.
         partitions: u32,
     },
+    /// Extension `0x18`: [`Request::PublishBatch`] with the copies that must hold the
+    /// batch before the answer: [`ACKS_QUORUM`] or [`ACKS_ALL`].
+    PublishBatchAcks {
+        /// How many copies must hold the batch.
+        acks: u8,
+        /// Log name.
+        log: String,
+        /// Partition index.
+        partition: u32,
+        /// The encoded batch, opaque to the protocol layer.
+        batch: Bytes,
+    },
     /// Extension `0x17`: `group` has consumed every record below `offset` (its
     /// committed offset becomes `max(committed, offset)`: a retry changes nothing).
     AckTo {
@@ -225,6 +242,7 @@ enum Draft {
         data: Span,
     },
     PublishBatch {
+        acks: Option<u8>,
         log: String,
         partition: u32,
         batch: Span,
@@ -251,14 +269,26 @@ impl Draft {
                 data: data.cut(frame)?,
             },
             Draft::PublishBatch {
+                acks,
                 log,
                 partition,
                 batch,
-            } => Request::PublishBatch {
-                log,
-                partition,
-                batch: batch.cut(frame)?,
-            },
+            } => {
+                let batch = batch.cut(frame)?;
+                match acks {
+                    None => Request::PublishBatch {
+                        log,
+                        partition,
+                        batch,
+                    },
+                    Some(acks) => Request::PublishBatchAcks {
+                        acks,
+                        log,
+                        partition,
+                        batch,
+                    },
+                }
+            }
             Draft::PublishRecords {
                 acks,
                 log,
@@ -296,6 +326,7 @@ impl Request {
             Request::Fetch { .. } => RequestKind::Fetch,
             Request::Ack { .. } => RequestKind::Ack,
             Request::PublishBatch { .. } => RequestKind::PublishBatch,
+            Request::PublishBatchAcks { .. } => RequestKind::PublishBatchAcks,
             Request::PublishRecords { .. } => RequestKind::PublishRecords,
             Request::PublishRecordsAcks { .. } => RequestKind::PublishRecordsAcks,
             Request::ReadRange { .. } => RequestKind::ReadRange,
@@ -372,6 +403,17 @@ impl Request {
                 partition,
                 batch,
             } => put_frame(dst, Width::U32, |dst| {
+                put_string8(dst, "log name", log)?;
+                dst.put_u32(*partition);
+                put_bytes32(dst, "record batch", batch)
+            }),
+            Request::PublishBatchAcks {
+                acks,
+                log,
+                partition,
+                batch,
+            } => put_frame(dst, Width::U32, |dst| {
+                dst.put_u8(*acks);
                 put_string8(dst, "log name", log)?;
                 dst.put_u32(*partition);
                 put_bytes32(dst, "record batch", batch)
@@ -484,13 +526,19 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
                 }
             })
         }
-        RequestKind::PublishBatch => {
+        RequestKind::PublishBatch | RequestKind::PublishBatchAcks => {
             open_frame(r, limits)?;
+            let acks = if kind == RequestKind::PublishBatchAcks {
+                Some(acks_byte(r)?)
+            } else {
+                None
+            };
             let log = r.string8("log name")?;
             let partition = r.u32()?;
             let len = limits.check_batch(u64::from(r.u32()?))?;
             let batch = r.span(len)?;
             Draft::PublishBatch {
+                acks,
                 log,
                 partition,
                 batch,
@@ -499,14 +547,7 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
         RequestKind::PublishRecords | RequestKind::PublishRecordsAcks => {
             open_frame(r, limits)?;
             let acks = if kind == RequestKind::PublishRecordsAcks {
-                match r.u8()? {
-                    a @ (ACKS_QUORUM | ACKS_ALL) => Some(a),
-                    _ => {
-                        return Err(
-                            ProtoError::Malformed("acks must be 0 (quorum) or 1 (all)").into()
-                        )
-                    }
-                }
+                Some(acks_byte(r)?)
             } else {
                 None
             };
@@ -583,6 +624,14 @@ fn parse(r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft> {
     // Rog commands (no declared length) it is a no-op.
     r.finish()?;
     Ok(draft)
+}
+
+/// The `acks` byte of `0x16` and `0x18`.
+fn acks_byte(r: &mut Reader<'_>) -> Parse<u8> {
+    match r.u8()? {
+        a @ (ACKS_QUORUM | ACKS_ALL) => Ok(a),
+        _ => Err(ProtoError::Malformed("acks must be 0 (quorum) or 1 (all)").into()),
+    }
 }
 
 /// Reads an extension request's body length and bounds everything after it.

@@ -195,7 +195,9 @@ impl Response {
             ),
             Response::Fetched { .. } => kind == RequestKind::Fetch,
             Response::RogError { .. } => !kind.is_extension(),
-            Response::BatchPublished { .. } => kind == RequestKind::PublishBatch,
+            Response::BatchPublished { .. } => {
+                kind == RequestKind::PublishBatch || kind == RequestKind::PublishBatchAcks
+            }
             Response::RecordsPublished { .. } => {
                 kind == RequestKind::PublishRecords || kind == RequestKind::PublishRecordsAcks
             }
@@ -353,7 +355,7 @@ fn parse(kind: RequestKind, r: &mut Reader<'_>, limits: &Limits) -> Parse<Draft>
             let len = limits.check_record(r.u64()?)?;
             Draft::Fetched { data: r.span(len)? }
         }
-        (STATUS_OK, RequestKind::PublishBatch) => {
+        (STATUS_OK, RequestKind::PublishBatch | RequestKind::PublishBatchAcks) => {
             open_frame(r, limits)?;
             Draft::Ready(Response::BatchPublished {
                 base_offset: r.u64()?,

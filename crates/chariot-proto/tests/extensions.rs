@@ -476,7 +476,7 @@ fn responses_answer_only_their_kinds() {
                 base_offset: 0,
                 record_count: 0,
             },
-            &[PublishBatch],
+            &[PublishBatch, PublishBatchAcks],
         ),
         (
             Response::RecordsPublished { base_offset: 0 },
@@ -509,6 +509,7 @@ fn responses_answer_only_their_kinds() {
                 CreateLogExt,
                 PublishRecordsAcks,
                 AckTo,
+                PublishBatchAcks,
             ],
         ),
         (Response::LogCreated { partitions: 1 }, &[CreateLogExt]),

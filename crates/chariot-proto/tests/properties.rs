@@ -43,6 +43,14 @@ fn request() -> impl Strategy<Value = Request> {
                 batch,
             }
         }),
+        (0u8..=1, name(), any::<u32>(), blob()).prop_map(|(acks, log, partition, batch)| {
+            Request::PublishBatchAcks {
+                acks,
+                log,
+                partition,
+                batch,
+            }
+        }),
         (
             name(),
             any::<u32>(),
@@ -113,6 +121,7 @@ fn extension_kind() -> impl Strategy<Value = RequestKind> {
         Just(RequestKind::DescribeLog),
         Just(RequestKind::CreateLogExt),
         Just(RequestKind::AckTo),
+        Just(RequestKind::PublishBatchAcks),
     ]
 }
 

@@ -257,7 +257,7 @@ fn invalid_utf8_in_a_group_is_malformed() {
 
 #[test]
 fn unknown_command_bytes_are_typed_errors() {
-    for command in [0x04, 0x0F, 0x18, 0x30, 0xFF] {
+    for command in [0x04, 0x0F, 0x19, 0x30, 0xFF] {
         let mut buf = BytesMut::from(&[command, 0, 0][..]);
         let err = Request::decode(&mut buf, &Limits::default());
         assert_eq!(err, Err(ProtoError::UnknownCommand(command)));
@@ -401,7 +401,7 @@ fn kinds_round_trip_their_command_bytes() {
     let commands: Vec<u8> = RequestKind::ALL.iter().map(|k| k.command()).collect();
     assert_eq!(
         commands,
-        [0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17]
+        [0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
     );
     assert!(!RequestKind::Ack.is_extension());
     assert!(RequestKind::PublishBatch.is_extension());

@@ -69,6 +69,12 @@ fn sample_requests() -> Vec<Request> {
             group: "readers".into(),
             offset: 1 << 33,
         },
+        Request::PublishBatchAcks {
+            acks: chariot_proto::ACKS_ALL,
+            log: "events.log".into(),
+            partition: 5,
+            batch: Bytes::from_static(&[7; 24]),
+        },
     ]
 }
 
@@ -159,6 +165,13 @@ fn sample_responses() -> Vec<(RequestKind, Response)> {
             Response::RecordsPublished { base_offset: 44 },
         ),
         (RequestKind::AckTo, Response::GroupOffset { offset: 1 << 33 }),
+        (
+            RequestKind::PublishBatchAcks,
+            Response::BatchPublished {
+                base_offset: 9,
+                record_count: 2,
+            },
+        ),
     ]
 }
 

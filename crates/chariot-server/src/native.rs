@@ -57,6 +57,15 @@ fn encode(response: &Response, out: &mut BytesMut) {
     }
 }
 
+/// The acks of a `0x16` or `0x18` request (the codec admits only the two values).
+fn acks_of(byte: u8) -> Acks {
+    if byte == chariot_proto::ACKS_ALL {
+        Acks::All
+    } else {
+        Acks::Quorum
+    }
+}
+
 fn err(kind: RequestKind, e: &BrokerError) -> Response {
     Response::error(Some(kind), wire_code(e), e.to_string())
 }
@@ -127,14 +136,19 @@ async fn dispatch(broker: &Arc<Broker>, request: Request) -> Response {
             log,
             partition,
             records,
-        } => {
-            let acks = if acks == chariot_proto::ACKS_ALL {
-                Acks::All
-            } else {
-                Acks::Quorum
-            };
-            publish_records(broker, &log, partition, records, acks).await
-        }
+        } => publish_records(broker, &log, partition, records, acks_of(acks)).await,
+        Request::PublishBatchAcks {
+            acks,
+            log,
+            partition,
+            batch,
+        } => broker
+            .publish_batch_acks(&log, partition, batch.to_vec(), acks_of(acks))
+            .await
+            .map(|a| Response::BatchPublished {
+                base_offset: a.base_offset,
+                record_count: a.count,
+            }),
         Request::ReadRange {
             log,
             partition,
