@@ -73,14 +73,14 @@ fn request() -> impl Strategy<Value = Request> {
         name().prop_map(|log| Request::DescribeLog { log }),
         (name(), any::<u32>())
             .prop_map(|(log, partitions)| Request::CreateLogExt { log, partitions }),
-        (name(), any::<u32>(), name(), any::<u64>()).prop_map(
-            |(log, partition, group, offset)| Request::AckTo {
+        (name(), any::<u32>(), name(), any::<u64>()).prop_map(|(log, partition, group, offset)| {
+            Request::AckTo {
                 log,
                 partition,
                 group,
-                offset
+                offset,
             }
-        ),
+        }),
     ]
 }
 

@@ -164,7 +164,10 @@ fn sample_responses() -> Vec<(RequestKind, Response)> {
             RequestKind::PublishRecordsAcks,
             Response::RecordsPublished { base_offset: 44 },
         ),
-        (RequestKind::AckTo, Response::GroupOffset { offset: 1 << 33 }),
+        (
+            RequestKind::AckTo,
+            Response::GroupOffset { offset: 1 << 33 },
+        ),
         (
             RequestKind::PublishBatchAcks,
             Response::BatchPublished {

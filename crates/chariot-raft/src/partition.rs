@@ -481,15 +481,16 @@ impl GroupOffsets for RaftPartition {
         Box::pin(async move {
             // This replica may not have applied the records the client read elsewhere
             // yet: it waits (bounded) before calling the offset out of range.
-            let log = self.sm.log();
-            if offset > log.next_offset() {
+            // The log is taken again each time: a snapshot install replaces it.
+            if offset > self.sm.log().next_offset() {
                 let _ = tokio::time::timeout(APPLY_WAIT, async {
-                    while offset > log.next_offset() {
+                    while offset > self.sm.log().next_offset() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 })
                 .await;
             }
+            let log = self.sm.log();
             let next = log.next_offset();
             if offset > next {
                 return Err(BrokerError::OffsetOutOfRange {

@@ -61,16 +61,23 @@ struct Checkpoint {
 /// applied entries).
 pub const MAX_PRODUCERS: usize = 4096;
 
-/// The last batch stored for each idempotent producer (a batch whose header carries a
-/// producer id and base sequence, both non-negative). A batch that repeats its
-/// producer's last one (same first and last sequence) is not stored again: it is
-/// answered with the offsets the first one got, so a publish retried after a lost
-/// answer or a leader change is stored once. A batch whose sequences the producer had
-/// passed is refused. Sequences may skip ahead (a publish that failed for good).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Producers(BTreeMap<i64, LastBatch>);
+/// How many of a producer's last batches a partition remembers (as Kafka does): a
+/// producer may have that many publishes in flight and still have each retried one
+/// recognized.
+pub const BATCHES_PER_PRODUCER: usize = 5;
 
-/// A producer's last stored batch.
+/// The last batches stored for each idempotent producer (a batch whose header carries
+/// a producer id and base sequence, both non-negative). A batch that repeats one of its
+/// producer's last [`BATCHES_PER_PRODUCER`] (same first and last sequence) is not
+/// stored again: it is answered with the offsets that one got, so a publish retried
+/// after a lost answer or a leader change is stored once. A batch whose sequences the
+/// producer had passed otherwise is refused. Sequences may skip ahead (a publish that
+/// failed for good); a producer that restarts from sequence 0 under the same id is
+/// refused until it is forgotten, so it takes a new id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producers(BTreeMap<i64, Vec<LastBatch>>);
+
+/// One of a producer's last stored batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastBatch {
     /// Its first sequence.
@@ -87,7 +94,7 @@ pub struct LastBatch {
 enum Sequenced {
     /// Store it (a new producer, or the next sequences).
     Store,
-    /// The producer's last batch again: answer its offsets.
+    /// One of the producer's last batches again: answer its offsets.
     Repeat(LastBatch),
     /// Sequences the producer had passed.
     Stale(String),
@@ -95,24 +102,35 @@ enum Sequenced {
 
 impl Producers {
     fn classify(&self, pid: i64, first: i32, last: i32) -> Sequenced {
-        match self.0.get(&pid) {
-            None => Sequenced::Store,
-            Some(b) if b.first_seq == first && b.last_seq == last => Sequenced::Repeat(*b),
+        let Some(batches) = self.0.get(&pid) else {
+            return Sequenced::Store;
+        };
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.first_seq == first && b.last_seq == last)
+        {
+            return Sequenced::Repeat(*b);
+        }
+        match batches.last() {
             Some(b) if first <= b.last_seq => Sequenced::Stale(format!(
                 "producer {pid} sent sequences {first}..={last}, but it is past {} already",
                 b.last_seq
             )),
-            Some(_) => Sequenced::Store,
+            _ => Sequenced::Store,
         }
     }
 
     fn stored(&mut self, pid: i64, batch: LastBatch) {
-        self.0.insert(pid, batch);
+        let batches = self.0.entry(pid).or_default();
+        batches.push(batch);
+        if batches.len() > BATCHES_PER_PRODUCER {
+            batches.remove(0);
+        }
         while self.0.len() > MAX_PRODUCERS {
             let oldest = self
                 .0
                 .iter()
-                .min_by_key(|(id, b)| (b.last_offset, **id))
+                .min_by_key(|(id, b)| (b.last().map_or(0, |b| b.last_offset), **id))
                 .map(|(id, _)| *id);
             match oldest {
                 Some(id) => self.0.remove(&id),
@@ -126,8 +144,13 @@ impl Producers {
 fn sequences(batch: &RecordBatch) -> Option<(i64, i32, i32)> {
     let h = batch.header();
     let count = i32::try_from(h.record_count).ok()?;
-    (h.producer_id >= 0 && h.base_sequence >= 0)
-        .then(|| (h.producer_id, h.base_sequence, h.base_sequence.saturating_add(count - 1)))
+    (h.producer_id >= 0 && h.base_sequence >= 0).then(|| {
+        (
+            h.producer_id,
+            h.base_sequence,
+            h.base_sequence.saturating_add(count - 1),
+        )
+    })
 }
 
 /// The files of one snapshot: a directory holding its `checkpoint` and the partition's

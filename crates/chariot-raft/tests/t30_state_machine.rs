@@ -389,10 +389,13 @@ async fn a_producers_repeated_batch_is_stored_once_also_across_a_restart() {
             produced(4, 7, 2, &["c"]),
             // Sequences producer 7 has passed: refused.
             produced(5, 7, 1, &["b", "c"]),
+            // A retry of the first batch after the second was stored (two publishes in
+            // flight): still recognized.
+            produced(6, 7, 0, &["a", "b"]),
             // Another producer, and a batch without a producer: always stored.
-            produced(6, 8, 0, &["x"]),
-            append(7, &["plain"]),
+            produced(7, 8, 0, &["x"]),
             append(8, &["plain"]),
+            append(9, &["plain"]),
         ],
     )
     .await;
@@ -408,7 +411,11 @@ async fn a_producers_repeated_batch_is_stored_once_also_across_a_restart() {
     let mut sm = PartitionStateMachine::open(dir.path(), config())
         .await
         .unwrap();
-    apply(&mut sm, vec![produced(9, 7, 2, &["c"]), produced(10, 8, 1, &["y"])]).await;
+    apply(
+        &mut sm,
+        vec![produced(10, 7, 2, &["c"]), produced(11, 8, 1, &["y"])],
+    )
+    .await;
     let mut want = want;
     want.push((6, "y".into()));
     assert_eq!(records(&sm.log()), want);
@@ -431,7 +438,10 @@ async fn a_partition_remembers_a_bounded_number_of_producers() {
     // is not (asked first: storing producer 0 again forgets producer 1 in turn).
     apply(
         &mut sm,
-        vec![produced(n as u64 + 2, 1, 0, &["v"]), produced(n as u64 + 3, 0, 0, &["v"])],
+        vec![
+            produced(n as u64 + 2, 1, 0, &["v"]),
+            produced(n as u64 + 3, 0, 0, &["v"]),
+        ],
     )
     .await;
     assert_eq!(records(&sm.log()).len(), stored + 1);

@@ -222,8 +222,11 @@ fn ack_to_moves_the_group_to_an_offset_and_never_back() {
     assert_eq!(acked["offset"], 3);
     let again = server.json(&["ack", "events", "--group", "g", "--to", "1"]);
     assert_eq!(again["offset"], 3, "never back");
-    assert_eq!(server.ok(&["fetch", "events", "--group", "g"]), "three
-");
+    assert_eq!(
+        server.ok(&["fetch", "events", "--group", "g"]),
+        "three
+"
+    );
     let past = server
         .run(&["ack", "events", "--group", "g", "--to", "9"])
         .failure(1);

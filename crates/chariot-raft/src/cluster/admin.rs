@@ -35,6 +35,9 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long a new replica may take to catch up before a move is tried again.
 const CATCH_UP: Duration = Duration::from_secs(120);
 
+/// How long a membership change may take to commit before the step is tried again.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
+
 /// How far behind its leader (in entries) a metadata learner may be and still be
 /// promoted to voter.
 const PROMOTE_LAG: u64 = 64;
@@ -108,6 +111,11 @@ impl Inner {
     /// Executes `request` here if this node is where it must run, else forwards it.
     pub(super) async fn route(self: &Arc<Self>, request: AdminRequest, hops: u8) -> AdminAnswer {
         if let AdminRequest::Known { id } = request {
+            if !self.caught_up() {
+                return Err(AdminError::Unavailable(
+                    "this node's metadata is still catching up".into(),
+                ));
+            }
             let image = self.image.borrow().clone();
             return Ok(serde_json::json!({
                 "registered": image.nodes.contains_key(&id),
@@ -358,9 +366,20 @@ impl Inner {
         }
         let m = self.meta.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
-        if membership.get_joint_config().len() > 1 {
-            // A change is under way (or was left half-way by a former leader: openraft
-            // finishes it with the next change).
+        let committed = m.committed_membership_config.log_id() == m.membership_config.log_id();
+        if !committed {
+            // A change under way.
+            return Ok(());
+        }
+        if let Some(last) = membership
+            .get_joint_config()
+            .last()
+            .filter(|_| membership.get_joint_config().len() > 1)
+        {
+            // Left joint by a leader lost half-way: openraft does not finish it alone.
+            tracing::info!(to = ?last, "finishing the metadata group's membership change");
+            self.meta_change(ChangeMembers::ReplaceAllVoters(last.clone()), true)
+                .await?;
             return Ok(());
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -397,11 +416,8 @@ impl Inner {
         }
         if next != voters && !next.is_empty() {
             tracing::info!(from = ?voters, to = ?next, "changing the metadata group's voters");
-            self.meta
-                .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(next), true)
-                .await
-                .map_err(failed)?;
+            self.meta_change(ChangeMembers::ReplaceAllVoters(next), true)
+                .await?;
             return Ok(());
         }
         // Removed nodes that are learners now and that no partition references: out.
@@ -413,12 +429,30 @@ impl Inner {
             .collect();
         if !gone.is_empty() {
             tracing::info!(nodes = ?gone, "removed nodes leave the metadata group");
-            self.meta
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes(gone), false)
-                .await
-                .map_err(failed)?;
+            self.meta_change(ChangeMembers::RemoveNodes(gone), false)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// A membership change of the metadata group, given [`MEMBERSHIP_WAIT`] to commit.
+    async fn meta_change(
+        &self,
+        change: ChangeMembers<u64, BasicNode>,
+        retain: bool,
+    ) -> Result<(), AdminError> {
+        tokio::time::timeout(
+            MEMBERSHIP_WAIT,
+            self.meta.raft.change_membership(change, retain),
+        )
+        .await
+        .map_err(|_| {
+            AdminError::Unavailable(format!(
+                "the metadata group's membership change did not commit within \
+                     {MEMBERSHIP_WAIT:?}"
+            ))
+        })?
+        .map_err(failed)?;
         Ok(())
     }
 
@@ -429,15 +463,22 @@ impl Inner {
         raft: PartitionRaft,
         target: Vec<Replica>,
     ) -> Result<(), AdminError> {
-        let membership = raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .clone();
+        let (membership, committed) = {
+            let m = raft.metrics().borrow_watched().clone();
+            let committed = m.committed_membership_config.log_id() == m.membership_config.log_id();
+            (m.membership_config.membership().clone(), committed)
+        };
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let wanted: BTreeSet<u64> = target.iter().map(|r| r.id).collect();
-        if voters != wanted || membership.get_joint_config().len() > 1 {
+        let uniform = membership.get_joint_config().len() == 1;
+        if voters == wanted && uniform && !committed {
+            // The change is in the log, not yet committed (a leader that took over
+            // half-way): the move is not done until it is.
+            return Err(AdminError::Unavailable(format!(
+                "group {group}'s membership change is not committed yet"
+            )));
+        }
+        if voters != wanted || !uniform {
             for r in target.iter().filter(|r| !voters.contains(&r.id)) {
                 self.peers.set_addr(r.id, &r.addr);
                 tracing::info!(group, node = r.id, "adding a replica; it catches up first");
@@ -458,8 +499,15 @@ impl Inner {
                     })?
                     .map_err(failed)?;
             }
-            raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
+            let change =
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false);
+            tokio::time::timeout(MEMBERSHIP_WAIT, change)
                 .await
+                .map_err(|_| {
+                    AdminError::Unavailable(format!(
+                        "group {group}'s membership change did not commit within {MEMBERSHIP_WAIT:?}"
+                    ))
+                })?
                 .map_err(failed)?;
             tracing::info!(group, from = ?voters, to = ?wanted, "group's replicas moved");
         }

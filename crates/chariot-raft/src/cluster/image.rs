@@ -207,11 +207,18 @@ impl Image {
             },
             MetaEvent::Reassign { moves } => {
                 let mut applied = 0;
+                let removed = self.removed.clone();
                 for m in moves {
                     let Some(p) = self.placement_mut(m.group) else {
                         continue;
                     };
-                    if p.target.is_none() && p.replica_ids() == m.from && !m.to.is_empty() {
+                    // A pending move may be replaced only when its target holds a
+                    // removed node (it would never complete).
+                    let open = match &p.target {
+                        None => true,
+                        Some(t) => t.iter().any(|r| removed.contains(&r.id)),
+                    };
+                    if open && p.replica_ids() == m.from && !m.to.is_empty() {
                         p.target = Some(m.to);
                         applied += 1;
                     }
@@ -307,16 +314,19 @@ impl Image {
         let mut load = self.load(&eligible);
         let mut moves = Vec::new();
         for (_, _, p) in self.partitions() {
-            if p.target.is_some() || !p.replicas.iter().any(|r| self.removed.contains(&r.id)) {
+            // What the partition will have: its pending move's target, else its
+            // replicas. A target with a removed node is planned again (that move would
+            // never complete); other pending moves are left to finish.
+            let now = p.target.as_ref().unwrap_or(&p.replicas);
+            if !now.iter().any(|r| self.removed.contains(&r.id)) {
                 continue;
             }
-            let mut to: Vec<Replica> = p
-                .replicas
+            let mut to: Vec<Replica> = now
                 .iter()
                 .filter(|r| !self.removed.contains(&r.id))
                 .cloned()
                 .collect();
-            let wanted = p.replicas.len();
+            let wanted = now.len();
             while to.len() < wanted {
                 let pick = load
                     .iter()
@@ -590,6 +600,27 @@ mod tests {
         let at = image.folded;
         image.fold(at, &event(&MetaEvent::Reassign { moves }));
         assert!(image.plan_drain(&nodes).is_empty(), "moves pending");
+        // Node 4, the target of every pending move, is removed in turn before they are
+        // done: with node 5 there, the moves are planned again, and may replace the
+        // pending ones.
+        nodes.insert(5, "x:5".into());
+        let at = image.folded;
+        image.fold(at, &event(&MetaEvent::RemoveNode { id: 4 }));
+        let again = image.plan_drain(&nodes);
+        assert_eq!(again.len(), 3, "{again:?}");
+        let at = image.folded;
+        assert_eq!(
+            image.fold(at, &event(&MetaEvent::Reassign { moves: again })),
+            Folded::Applied
+        );
+        for (_, _, p) in image.partitions() {
+            let t = ids(p.target.as_ref().unwrap());
+            assert!(
+                t.contains(&5) && !t.contains(&4) && !t.contains(&1),
+                "{t:?}"
+            );
+        }
+        nodes.remove(&5);
         // With no node to take its place, a partition waits for one.
         nodes.remove(&4);
         let mut image = folded(&[

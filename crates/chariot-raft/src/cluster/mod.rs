@@ -115,6 +115,8 @@ struct Member {
     sm: PartitionStateMachine,
     /// Rebuilt after damage: it learns the group from its leader, never initializes it.
     rebuilt: bool,
+    /// The last index its Raft log held (or knew committed) when it opened.
+    known_at_open: u64,
 }
 
 /// A log of which this node holds some partitions.
@@ -148,6 +150,10 @@ struct Inner {
     moving: Mutex<std::collections::HashSet<GroupId>>,
     /// A controller step is running.
     controlling: std::sync::atomic::AtomicBool,
+    /// The metadata group has applied what this node knew of when it started.
+    caught_up: std::sync::atomic::AtomicBool,
+    /// The files of groups deleted or moved away while this node was down are removed.
+    orphans_removed: std::sync::atomic::AtomicBool,
     /// What the inter-node port hands administration frames to.
     admin: Arc<AdminEntry>,
 }
@@ -222,13 +228,16 @@ impl Cluster {
             fold: Mutex::new(None),
             moving: Mutex::new(std::collections::HashSet::new()),
             controlling: std::sync::atomic::AtomicBool::new(false),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
+            orphans_removed: std::sync::atomic::AtomicBool::new(false),
             admin: Arc::new(AdminEntry(weak.clone())),
         });
         let handler: Arc<dyn crate::network::server::AdminHandler> = inner.admin.clone();
         inner.groups.set_admin(Arc::downgrade(&handler));
-        // What is applied here already, before anything is served.
+        // What is applied here already, before anything is served. The files of groups
+        // this image does not place here are removed only once the metadata has caught
+        // up (see `Inner::caught_up`).
         inner.fold_new().await;
-        inner.remove_orphans().await;
         let weak = Arc::downgrade(&inner);
         let task = tokio::spawn(fold_loop(weak.clone(), inner.meta.raft.clone()));
         *inner.fold.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -400,13 +409,38 @@ async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), Cluste
     if let Some(addr) = &config.join {
         return join(config, addr).await;
     }
-    for (id, peer) in &config.peers {
-        if *id == me {
-            continue;
-        }
-        let known = ask(peer, AdminRequest::Known { id: me }, Duration::from_secs(2)).await;
-        if let Ok(Ok(json)) = known {
-            let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    // Every peer that answers must say it does not know this id; a peer that is up
+    // but not caught up yet is asked again (its image could lack the record). A peer
+    // that cannot be reached is taken as not started (a cluster's first start).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut pending: Vec<(u64, String)> = config
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    while !pending.is_empty() {
+        let mut again = Vec::new();
+        for (id, peer) in pending {
+            let answer = match ask(
+                &peer,
+                AdminRequest::Known { id: me },
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Asked::Unreachable(why) => {
+                    tracing::debug!(peer = id, why, "peer not reachable: taken as not started");
+                    continue;
+                }
+                Asked::Answered(Ok(Ok(json))) => json,
+                Asked::Answered(other) => {
+                    tracing::info!(peer = id, answer = ?other, "peer not ready to say whether it knows this node");
+                    again.push((id, peer));
+                    continue;
+                }
+            };
+            let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
             let flag = |k: &str| v.get(k).and_then(serde_json::Value::as_bool) == Some(true);
             if flag("registered") || flag("removed") {
                 let why = if flag("removed") {
@@ -417,6 +451,17 @@ async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), Cluste
                 return Err(ClusterError::LostDisk { id: me, why });
             }
         }
+        if !again.is_empty() && tokio::time::Instant::now() >= deadline {
+            let ids: Vec<u64> = again.iter().map(|(id, _)| *id).collect();
+            return Err(ClusterError::Raft(format!(
+                "this data directory is new, and peers {ids:?} could not say within 30 s \
+                 whether the cluster knows node {me}; start again once they are up"
+            )));
+        }
+        if !again.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        pending = again;
     }
     let members = config
         .peers
@@ -426,15 +471,28 @@ async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), Cluste
     initialize(&meta.raft, members).await
 }
 
+/// What a member said to an administration request.
+enum Asked {
+    /// No connection, or no answer.
+    Unreachable(String),
+    /// Its answer (the outer error: it could not take the request at all, e.g. it is
+    /// starting).
+    Answered(Result<AdminAnswer, String>),
+}
+
 /// Sends `request` to the member at `addr` on a connection of its own.
-async fn ask(addr: &str, request: AdminRequest, timeout: Duration) -> Result<AdminAnswer, String> {
-    let payload = crate::network::wire::encode(&admin::Envelope { request, hops: 0 })
-        .map_err(|e| e.to_string())?;
-    let bytes = crate::network::peers::admin_at(addr, payload, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    crate::network::wire::decode::<Result<AdminAnswer, String>>(&bytes)
-        .map_err(|e| e.to_string())?
+async fn ask(addr: &str, request: AdminRequest, timeout: Duration) -> Asked {
+    let payload = match crate::network::wire::encode(&admin::Envelope { request, hops: 0 }) {
+        Ok(p) => p,
+        Err(e) => return Asked::Answered(Err(e.to_string())),
+    };
+    match crate::network::peers::admin_at(addr, payload, timeout).await {
+        Err(e) => Asked::Unreachable(e.to_string()),
+        Ok(bytes) => Asked::Answered(
+            crate::network::wire::decode::<Result<AdminAnswer, String>>(&bytes)
+                .unwrap_or_else(|e| Err(e.to_string())),
+        ),
+    }
 }
 
 /// Asks the member at `addr` to admit this node, for up to a minute while the cluster
@@ -447,18 +505,18 @@ async fn join(config: &ClusterConfig, addr: &str) -> Result<(), ClusterError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let why = match ask(addr, request.clone(), Duration::from_secs(30)).await {
-            Ok(Ok(_)) => {
+            Asked::Answered(Ok(Ok(_))) => {
                 tracing::info!(through = addr, "admitted to the cluster");
                 return Ok(());
             }
-            Ok(Err(AdminError::Invalid(why))) => {
+            Asked::Answered(Ok(Err(AdminError::Invalid(why)))) => {
                 return Err(ClusterError::Join {
                     addr: addr.to_string(),
                     why,
                 })
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e,
+            Asked::Answered(Ok(Err(e))) => e.to_string(),
+            Asked::Answered(Err(e)) | Asked::Unreachable(e) => e,
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(ClusterError::Join {
@@ -506,6 +564,7 @@ async fn open_member(
     let incoming = dir.join("incoming");
     let _ = tokio::fs::remove_dir_all(&incoming).await;
     let (store, sm, quarantine) = open_or_rebuild(config, group, &dir).await?;
+    let known_at_open = store.known_index();
     let raft = Raft::new(
         config.node_id,
         Arc::clone(raft_config),
@@ -535,6 +594,7 @@ async fn open_member(
         raft,
         sm,
         rebuilt: quarantine.is_some(),
+        known_at_open,
     })
 }
 
@@ -672,6 +732,13 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
         match inner.upgrade() {
             Some(i) => {
                 i.fold_new().await;
+                if i.caught_up()
+                    && !i
+                        .orphans_removed
+                        .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    i.remove_orphans().await;
+                }
                 // Apart: a controller step proposes metadata, which this loop folds.
                 if !i
                     .controlling
@@ -966,6 +1033,29 @@ impl Inner {
                 "committed, not applied on this node within {FOLD_WAIT:?}"
             ))),
         }
+    }
+
+    /// Whether the metadata this node has folded is as recent as what it knew before it
+    /// started (its Raft log's last index then), or as what the leader says is
+    /// committed. Until then its image may lack records it had applied before a crash
+    /// (the metadata state machine's log is not fsynced on its own: its Raft log is),
+    /// so it neither removes files the image does not place here nor answers whether
+    /// the cluster knows a node.
+    fn caught_up(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.caught_up.load(Ordering::Acquire) {
+            return true;
+        }
+        let m = self.meta.raft.metrics().borrow_watched().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let by_leader = m.current_leader.is_some()
+            && m.cluster_committed.is_some_and(|c| applied >= c.index)
+            && m.last_applied.is_some();
+        let ok = applied >= self.meta.known_at_open || by_leader;
+        if ok {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        ok
     }
 
     /// Records this node in the metadata once it is a member (see
