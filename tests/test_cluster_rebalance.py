@@ -55,3 +55,25 @@ def test_rebalance_moves_replicas_onto_a_new_node(make_cluster):
                    what=f"node {i} to drop {other}")
         d = c[i].data_dir / "cluster" / "groups" / str(group)
         wait_until(lambda: not d.exists(), what=f"{d} to be removed")
+
+
+def test_rebalance_raises_the_replication_factor_a_smaller_cluster_gave(make_cluster):
+    c = make_cluster(2)
+    c.new_log("small")
+    with c[1].connect() as conn:
+        conn.publish_records("small", 0, [f"s{k}".encode() for k in range(20)])
+    assert sorted(c.placement(1, "small")["replicas"]) == [1, 2]
+    c.join(3)
+    wait_until(lambda: any(m["id"] == 3 for m in c.status(1)["members"]), 30, "node 3 is a member")
+    r = c[3].http.post("/cluster/rebalance", {})
+    assert r.status == 200 and len(r.json()["moves"]) == 1, r
+    wait_until(lambda: sorted(c.placement(1, "small")["replicas"]) == [1, 2, 3]
+               and c.placement(1, "small")["moving_to"] is None, 90, "a third replica")
+    got = c.converged("small", 0, among=[1, 2, 3])
+    assert all(len(v) == 20 for v in got.values())
+    # Three voters now: with one node down the partition still takes writes.
+    c[1].stop_clean()
+    c[1].expect_dead = True
+    c.leader_of("small", 0, among=[2, 3])
+    with c[2].connect(timeout=30) as conn:
+        conn.publish_records("small", 0, [b"after"])

@@ -356,9 +356,11 @@ impl Image {
         moves
     }
 
-    /// The moves that even out how many replicas each of `members` (not removed)
-    /// holds, until the most and least loaded differ by at most one: each takes a
-    /// replica from the most loaded node to the least loaded one that lacks it.
+    /// The moves that bring every partition to `min(3, members)` replicas (one created
+    /// on fewer nodes gains replicas), then even out how many replicas each of
+    /// `members` (not removed) holds, until the most and least loaded differ by at most
+    /// one: each takes a replica from the most loaded node to the least loaded one that
+    /// lacks it.
     pub fn plan_rebalance(&self, members: &BTreeMap<u64, String>) -> Vec<Move> {
         let eligible: BTreeSet<u64> = members
             .keys()
@@ -372,6 +374,28 @@ impl Image {
             .filter(|(_, _, p)| p.target.is_none())
             .map(|(_, _, p)| (p.group, p.replicas.clone()))
             .collect();
+        // First, partitions with fewer replicas than the cluster now allows (created
+        // on fewer nodes) get more, up to min(3, nodes), on the least loaded nodes.
+        let factor = eligible.len().min(3);
+        for replicas in planned.values_mut() {
+            while replicas.len() < factor {
+                let pick = load
+                    .iter()
+                    .filter(|(id, _)| !replicas.iter().any(|r| r.id == **id))
+                    .min_by_key(|(id, c)| (**c, **id))
+                    .map(|(id, _)| *id);
+                let (Some(id), Some(addr)) = (pick, pick.and_then(|id| members.get(&id))) else {
+                    break;
+                };
+                if let Some(c) = load.get_mut(&id) {
+                    *c += 1;
+                }
+                replicas.push(Replica {
+                    id,
+                    addr: addr.clone(),
+                });
+            }
+        }
         while let (Some((&most, &high)), Some((_, &low))) = (
             load.iter()
                 .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id))),
@@ -679,5 +703,17 @@ mod tests {
         }
         let (lo, hi) = (load.values().min().unwrap(), load.values().max().unwrap());
         assert!(hi - lo <= 1, "{load:?}");
+        // A log created on two nodes gains its third replica once a third node is there.
+        let small = folded(&[MetaEvent::CreateLog {
+            name: "a".into(),
+            replicas: place(&members(2), 2, 1),
+        }]);
+        let moves = small.plan_rebalance(&members(3));
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        for m in &moves {
+            let mut to = ids(&m.to);
+            to.sort_unstable();
+            assert_eq!(to, vec![1, 2, 3]);
+        }
     }
 }
