@@ -1,23 +1,24 @@
 //! A node of a Chariot cluster: the metadata group every node takes part in, and the
 //! partition groups it holds, kept in step with the metadata.
 //!
-//! The metadata group (group [`META_GROUP`]) has every node of the static bootstrap
-//! (`--peers`) as a voter; each node initializes it with the same membership, which
-//! openraft allows. Its replicated log holds [`MetaEvent`]s; every node folds them, in
-//! order, into an [`Image`] (which logs exist, which group and replicas each partition
-//! has), then reconciles: it opens the groups of the partitions it holds, lists a log
-//! with the broker once it holds all of its partitions, and closes and removes what the
-//! image no longer has. A create or delete of a log, on any node, is a proposal to the
-//! metadata group (forwarded to its leader), answered once this node has folded and
-//! reconciled it.
+//! The metadata group (group [`META_GROUP`]) starts with every node of the static
+//! bootstrap (`--peers`) as a voter; each node initializes it with the same
+//! membership, which openraft allows. Nodes that join later (`--join`) are admitted as
+//! learners, and the controller (its leader) keeps 3 or 5 voters (see [`admin`]). Its
+//! replicated log holds [`MetaEvent`]s; every node folds them, in order, into an
+//! [`Image`] (which logs exist, which group and replicas each partition has, moves
+//! under way, nodes), then reconciles: it opens the groups of the partitions it holds
+//! or is to hold, lists a log with the broker once it holds all of its partitions, and
+//! closes and removes what the image no longer places here. A create or delete of a
+//! log, on any node, is a proposal to the metadata group (forwarded to its leader),
+//! answered once this node has folded and reconciled it.
 //!
 //! On disk (`<data dir>/cluster/`): `meta/` (the metadata group's Raft log and state
 //! machine) and `groups/<id>/` per partition group held here (`raft/`, `sm/`,
 //! `incoming/`).
 //!
-//! Unfinished (the cluster issue): membership changes (`--join`, add, remove, moving
-//! replicas), serving a log from a node that does not hold all its partitions, consumer
-//! offsets and the Chariots log as replicated state.
+//! Unfinished (the cluster issue): serving a log from a node that does not hold all
+//! its partitions, the Chariots log as replicated state.
 
 pub mod admin;
 pub mod image;
