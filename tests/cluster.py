@@ -38,8 +38,9 @@ def free_ports(n: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, pool, n: int, extra: list[str], netns=None, env=None):
-        """``netns``: a :class:`netns.Netns` to run each node in a namespace of its own."""
+    def __init__(self, pool, n: int, extra: list[str], netns=None, env=None, together=False):
+        """``netns``: a :class:`netns.Netns` to run each node in a namespace of its own;
+        ``together``: start the nodes at the same time (else one after another)."""
         if netns is None:
             addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
         else:
@@ -52,9 +53,27 @@ class Cluster:
             placement = {"env": env}
             if netns is not None:
                 placement |= {"prefix": netns.prefix(i), "bind_host": netns.addr(i)}
-            self.nodes[i] = pool.new(
+            self.nodes[i] = pool.prepare(
                 "--node-id", str(i), "--cluster-addr", addr, "--peers", peers, *extra, **placement
             )
+            if not together:
+                self.nodes[i].start()
+        if together:
+            errors = []
+
+            def start(node):
+                try:
+                    node.start()
+                except BaseException as e:  # reported below, with the others
+                    errors.append(e)
+
+            threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes.values()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
 
     def join(self, i: int, through: int = 1):
         """Starts node ``i`` on a new data directory, joining through node ``through``

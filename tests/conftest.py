@@ -191,13 +191,18 @@ class ServerPool:
 
     def new(self, *extra_args: str, prefix: list[str] | None = None, bind_host: str = "127.0.0.1",
             env: dict[str, str] | None = None) -> ChariotServer:
+        return self.prepare(*extra_args, prefix=prefix, bind_host=bind_host, env=env).start()
+
+    def prepare(self, *extra_args: str, prefix: list[str] | None = None, bind_host: str = "127.0.0.1",
+                env: dict[str, str] | None = None) -> ChariotServer:
+        """A server of this pool, not started yet."""
         base = self.tmp / f"s{len(self.servers)}"
         data, logs = base / "data", base / "logs"
         data.mkdir(parents=True)
         logs.mkdir(parents=True)
         s = ChariotServer(data, logs, list(extra_args), prefix=prefix, bind_host=bind_host, env=env)
         self.servers.append(s)
-        return s.start()
+        return s
 
     def finish(self) -> None:
         failed = getattr(self.request.node, "rep_call", None)
@@ -240,7 +245,8 @@ def make_cluster(request):
     from cluster import Cluster
 
     pool = ServerPool(request)
-    yield lambda n=3, *extra, netns=None, env=None: Cluster(pool, n, list(extra), netns=netns, env=env)
+    yield lambda n=3, *extra, netns=None, env=None, together=False: Cluster(
+        pool, n, list(extra), netns=netns, env=env, together=together)
     pool.finish()
 
 

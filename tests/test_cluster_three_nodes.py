@@ -96,3 +96,13 @@ def test_a_restarted_cluster_keeps_its_logs_and_records(make_cluster):
     c.leader_of("kept", 0)
     with c[3].connect() as conn:
         assert conn.publish_records("kept", 0, [b"again"]) == 10
+
+
+def test_nodes_started_together_on_new_directories_form_the_cluster(make_cluster):
+    # Each asks the others whether they know it (a node that lost its disk must not come
+    # back under its id); nodes that are starting too know nothing, and say so.
+    c = make_cluster(3, together=True)
+    c.new_log("together")
+    with c[2].connect() as conn:
+        conn.publish_records("together", 0, [b"x"])
+    assert all(len(v) == 1 for v in c.converged("together", 0).values())

@@ -179,7 +179,8 @@ pub async fn propose(
 }
 
 /// Proposes `command` to group `group` from a node that holds no replica of it: sent
-/// to the replicas `replicas` (node ids, their addresses known to `peers`) in turn,
+/// to the nodes `replicas` (its replicas and a pending move's target; their addresses
+/// known to `peers`) in turn,
 /// following the leader a replica names, until one leads it, for up to
 /// [`LEADER_WAIT`]. As with [`propose`], a proposal whose answer was lost is
 /// indeterminate, never sent again.
@@ -230,6 +231,14 @@ pub async fn propose_remote(
                     addr: None,
                 }
             }
+            // A seal applied twice is one seal: it may be sent again.
+            Err(ForwardError::Lost(e)) if matches!(proposal.command, Command::Seal) => {
+                tracing::debug!(group, node = target, error = %e, "seal unanswered; again");
+                BrokerError::NotLeader {
+                    leader: None,
+                    addr: None,
+                }
+            }
             Err(ForwardError::Lost(e)) => {
                 return Err(BrokerError::Indeterminate(format!(
                     "sent to node {target} for group {group}: {e}"
@@ -239,9 +248,7 @@ pub async fn propose_remote(
         if tokio::time::Instant::now() >= deadline {
             return Err(refused);
         }
-        if hint.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(if hint.is_some() { 5 } else { 50 })).await;
     }
 }
 

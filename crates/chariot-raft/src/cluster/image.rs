@@ -369,9 +369,12 @@ impl Image {
             .collect();
         let mut load = self.load(&eligible);
         // The replicas each partition without a pending move would have.
+        // (one that holds a removed node is the drain's to move).
         let mut planned: BTreeMap<GroupId, Vec<Replica>> = self
             .partitions()
-            .filter(|(_, _, p)| p.target.is_none())
+            .filter(|(_, _, p)| {
+                p.target.is_none() && !p.replicas.iter().any(|r| self.removed.contains(&r.id))
+            })
             .map(|(_, _, p)| (p.group, p.replicas.clone()))
             .collect();
         // First, partitions with fewer replicas than the cluster now allows (created

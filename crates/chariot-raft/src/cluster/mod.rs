@@ -159,6 +159,34 @@ struct Inner {
     admin: Arc<AdminEntry>,
 }
 
+/// Administration while the node starts: it answers only whether it knows a node.
+struct BootAdmin {
+    /// Its metadata is new: it knows no node.
+    fresh: bool,
+}
+
+impl crate::network::server::AdminHandler for BootAdmin {
+    fn admin(
+        &self,
+        payload: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + '_>> {
+        let answer: Result<AdminAnswer, String> =
+            match crate::network::wire::decode::<admin::Envelope>(&payload) {
+                Ok(admin::Envelope {
+                    request: AdminRequest::Known { .. },
+                    ..
+                }) if self.fresh => Ok(Ok(serde_json::json!({
+                    "registered": false,
+                    "removed": false,
+                })
+                .to_string())),
+                Ok(_) => Ok(Err(AdminError::Unavailable("this node is starting".into()))),
+                Err(e) => Err(e.to_string()),
+            };
+        Box::pin(async move { crate::network::wire::encode(&answer).unwrap_or_default() })
+    }
+}
+
 /// The inter-node port's way to this node's administration (weak: the node holds it).
 struct AdminEntry(Weak<Inner>);
 
@@ -210,6 +238,18 @@ impl Cluster {
             config.dir.join("meta"),
         )
         .await?;
+        // Until this node's administration is up, peers asking whether it knows a
+        // node hear the truth it can tell: nothing, if its metadata is new (so that
+        // nodes started together on new directories do not wait on each other), else
+        // "not yet".
+        let fresh = !meta.rebuilt
+            && !meta
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let boot: Arc<dyn crate::network::server::AdminHandler> = Arc::new(BootAdmin { fresh });
+        groups.set_admin(Arc::downgrade(&boot));
         if let Err(e) = first_start(&config, &meta).await {
             groups.remove(META_GROUP);
             let _ = meta.raft.shutdown().await;
@@ -565,7 +605,10 @@ async fn open_member(
     let incoming = dir.join("incoming");
     let _ = tokio::fs::remove_dir_all(&incoming).await;
     let (store, sm, quarantine) = open_or_rebuild(config, group, &dir).await?;
-    let known_at_open = store.known_index();
+    // A rebuilt replica's store is new: what it must hold again is the quarantine's.
+    let known_at_open = store
+        .known_index()
+        .max(quarantine.as_ref().map_or(0, |q| q.target));
     let raft = Raft::new(
         config.node_id,
         Arc::clone(raft_config),
@@ -732,7 +775,10 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
     loop {
         match inner.upgrade() {
             Some(i) => {
+                // Sampled before the fold: what the fold then reads covers it.
+                let before = i.meta.raft.metrics().borrow_watched().clone();
                 i.fold_new().await;
+                i.note_caught_up(&before);
                 if i.caught_up()
                     && !i
                         .orphans_removed
@@ -1043,20 +1089,25 @@ impl Inner {
     /// so it neither removes files the image does not place here nor answers whether
     /// the cluster knows a node.
     fn caught_up(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        if self.caught_up.load(Ordering::Acquire) {
-            return true;
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sets [`Self::caught_up`] if the metadata group's state `before` a fold that has
+    /// since been published shows it: applied at least what the Raft log held at
+    /// start, or what the leader says is committed.
+    fn note_caught_up(&self, before: &openraft::RaftMetrics<crate::TypeConfig>) {
+        if self.caught_up() {
+            return;
         }
-        let m = self.meta.raft.metrics().borrow_watched().clone();
-        let applied = m.last_applied.map_or(0, |l| l.index);
-        let by_leader = m.current_leader.is_some()
-            && m.cluster_committed.is_some_and(|c| applied >= c.index)
-            && m.last_applied.is_some();
-        let ok = applied >= self.meta.known_at_open || by_leader;
-        if ok {
-            self.caught_up.store(true, Ordering::Release);
+        let applied = before.last_applied.map_or(0, |l| l.index);
+        let by_leader = before.current_leader.is_some()
+            && before.last_applied.is_some()
+            && before.cluster_committed.is_some_and(|c| applied >= c.index);
+        if applied >= self.meta.known_at_open || by_leader {
+            tracing::debug!(applied, "metadata caught up");
+            self.caught_up
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-        ok
     }
 
     /// Records this node in the metadata once it is a member (see
@@ -1128,10 +1179,16 @@ impl Inner {
                     .await?
                 }
                 None => {
+                    let mut nodes = p.replica_ids();
+                    for r in p.target.iter().flatten() {
+                        if !nodes.contains(&r.id) {
+                            nodes.push(r.id);
+                        }
+                    }
                     crate::partition::propose_remote(
                         &self.peers,
                         p.group,
-                        &p.replica_ids(),
+                        &nodes,
                         Command::Seal,
                         Acks::Quorum,
                     )
