@@ -219,19 +219,7 @@ impl Client {
         partition: u32,
         batch: RecordBatch,
     ) -> Result<(u64, u32)> {
-        if batch.len() > self.limits.max_batch_size {
-            return Err(ClientError::TooLarge {
-                what: "record batch",
-                size: batch.len(),
-                max: self.limits.max_batch_size,
-            });
-        }
-        let request = Request::PublishBatch {
-            log: log.to_owned(),
-            partition,
-            batch: Bytes::from(batch.into_vec()),
-        };
-        self.batch_call(request).await
+        self.batch_call(log, partition, batch, None).await
     }
 
     /// Extension `0x18`: [`Client::publish_batch`], answered once the copies `acks`
@@ -244,6 +232,16 @@ impl Client {
         batch: RecordBatch,
         acks: Acks,
     ) -> Result<(u64, u32)> {
+        self.batch_call(log, partition, batch, Some(acks)).await
+    }
+
+    async fn batch_call(
+        &mut self,
+        log: &str,
+        partition: u32,
+        batch: RecordBatch,
+        acks: Option<Acks>,
+    ) -> Result<(u64, u32)> {
         if batch.len() > self.limits.max_batch_size {
             return Err(ClientError::TooLarge {
                 what: "record batch",
@@ -251,16 +249,20 @@ impl Client {
                 max: self.limits.max_batch_size,
             });
         }
-        let request = Request::PublishBatchAcks {
-            acks: acks.byte(),
-            log: log.to_owned(),
-            partition,
-            batch: Bytes::from(batch.into_vec()),
+        let (log, batch) = (log.to_owned(), Bytes::from(batch.into_vec()));
+        let request = match acks {
+            None => Request::PublishBatch {
+                log,
+                partition,
+                batch,
+            },
+            Some(acks) => Request::PublishBatchAcks {
+                acks: acks.byte(),
+                log,
+                partition,
+                batch,
+            },
         };
-        self.batch_call(request).await
-    }
-
-    async fn batch_call(&mut self, request: Request) -> Result<(u64, u32)> {
         match self.call(&request).await? {
             Response::BatchPublished {
                 base_offset,

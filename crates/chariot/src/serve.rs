@@ -357,14 +357,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 
 /// The two sides of an `ID=HOST:PORT` value of option `flag` (`--remote-dc`,
 /// `--peers`).
-fn split_id_addr<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+pub(crate) fn split_id_addr<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
     value
         .split_once('=')
         .with_context(|| format!("{flag} {value:?}: expected ID=HOST:PORT"))
 }
 
 /// The `id` side of `value`, an `ID=HOST:PORT` value of option `flag`, as a number.
-fn parse_id<T>(flag: &str, value: &str, id: &str) -> anyhow::Result<T>
+pub(crate) fn parse_id<T>(flag: &str, value: &str, id: &str) -> anyhow::Result<T>
 where
     T: std::str::FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,

@@ -111,17 +111,7 @@ impl Inner {
     /// Executes `request` here if this node is where it must run, else forwards it.
     pub(super) async fn route(self: &Arc<Self>, request: AdminRequest, hops: u8) -> AdminAnswer {
         if let AdminRequest::Known { id } = request {
-            if !self.caught_up() {
-                return Err(AdminError::Unavailable(
-                    "this node's metadata is still catching up".into(),
-                ));
-            }
-            let image = self.image.borrow().clone();
-            return Ok(serde_json::json!({
-                "registered": image.nodes.contains_key(&id),
-                "removed": image.removed.contains(&id),
-            })
-            .to_string());
+            return self.known(id);
         }
         let group = match &request {
             AdminRequest::TransferLeader { group, .. } => *group,
@@ -182,9 +172,24 @@ impl Inner {
             AdminRequest::RemoveNode { id } => self.remove_node(id).await?,
             AdminRequest::Rebalance => self.rebalance().await?,
             AdminRequest::TransferLeader { group, to } => self.transfer_leader(group, to).await?,
-            AdminRequest::Known { .. } => serde_json::Value::Null,
+            AdminRequest::Known { id } => return self.known(id),
         };
         Ok(json.to_string())
+    }
+
+    /// Whether the cluster knows node `id`, answered only once this node's metadata has
+    /// caught up (else its image could lack the record).
+    fn known(&self, id: u64) -> AdminAnswer {
+        if !self.caught_up() {
+            return Err(AdminError::Unavailable(
+                "this node's metadata is still catching up".into(),
+            ));
+        }
+        let image = self.image.borrow().clone();
+        Ok(known_answer(
+            image.nodes.contains_key(&id),
+            image.removed.contains(&id),
+        ))
     }
 
     async fn add_node(&self, id: u64, addr: String) -> Result<serde_json::Value, AdminError> {
@@ -295,14 +300,7 @@ impl Inner {
                 "group {group} is not on this node"
             )));
         };
-        let voters: BTreeSet<u64> = g
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let voters = voters(&g.raft);
         if !voters.contains(&to) {
             return Err(AdminError::Invalid(format!(
                 "node {to} is not a voter of group {group} (voters {voters:?})"
@@ -519,6 +517,21 @@ impl Inner {
         .map_err(failed)?;
         Ok(())
     }
+}
+
+/// The voters of a group's effective membership.
+pub(super) fn voters(raft: &PartitionRaft) -> BTreeSet<u64> {
+    raft.metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
+/// The answer to [`AdminRequest::Known`].
+pub(super) fn known_answer(registered: bool, removed: bool) -> String {
+    serde_json::json!({"registered": registered, "removed": removed}).to_string()
 }
 
 /// The members of `placement`'s replicas as openraft nodes.

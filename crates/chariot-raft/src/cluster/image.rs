@@ -287,6 +287,15 @@ impl Image {
         self.partitions().any(|(_, _, p)| p.places(id))
     }
 
+    /// The members that are not removed.
+    fn eligible(&self, members: &BTreeMap<u64, String>) -> BTreeSet<u64> {
+        members
+            .keys()
+            .copied()
+            .filter(|id| !self.removed.contains(id))
+            .collect()
+    }
+
     /// How many replicas each of `nodes` holds, counting pending moves as done.
     fn load(&self, nodes: &BTreeSet<u64>) -> BTreeMap<u64, usize> {
         let mut load: BTreeMap<u64, usize> = nodes.iter().map(|&n| (n, 0)).collect();
@@ -306,11 +315,7 @@ impl Image {
     /// node waits for one (no move, so it keeps its replication factor). Partitions
     /// with a move pending are left to it (planned again once it is done).
     pub fn plan_drain(&self, members: &BTreeMap<u64, String>) -> Vec<Move> {
-        let eligible: BTreeSet<u64> = members
-            .keys()
-            .copied()
-            .filter(|id| !self.removed.contains(id))
-            .collect();
+        let eligible = self.eligible(members);
         let mut load = self.load(&eligible);
         let mut moves = Vec::new();
         for (_, _, p) in self.partitions() {
@@ -327,22 +332,7 @@ impl Image {
                 .cloned()
                 .collect();
             let wanted = now.len();
-            while to.len() < wanted {
-                let pick = load
-                    .iter()
-                    .filter(|(id, _)| !to.iter().any(|r| r.id == **id))
-                    .min_by_key(|(id, c)| (**c, **id))
-                    .map(|(id, _)| *id);
-                let Some(id) = pick else { break };
-                let Some(addr) = members.get(&id) else { break };
-                if let Some(c) = load.get_mut(&id) {
-                    *c += 1;
-                }
-                to.push(Replica {
-                    id,
-                    addr: addr.clone(),
-                });
-            }
+            fill(&mut to, wanted, &mut load, members);
             // No node to take its place: the move waits for one (a partition keeps its
             // replication factor), planned again after each fold.
             if to.len() == wanted {
@@ -362,14 +352,10 @@ impl Image {
     /// one: each takes a replica from the most loaded node to the least loaded one that
     /// lacks it.
     pub fn plan_rebalance(&self, members: &BTreeMap<u64, String>) -> Vec<Move> {
-        let eligible: BTreeSet<u64> = members
-            .keys()
-            .copied()
-            .filter(|id| !self.removed.contains(id))
-            .collect();
+        let eligible = self.eligible(members);
         let mut load = self.load(&eligible);
-        // The replicas each partition without a pending move would have.
-        // (one that holds a removed node is the drain's to move).
+        // The replicas each partition would have, but for those with a move pending or
+        // a removed node among their replicas (the drain's to move).
         let mut planned: BTreeMap<GroupId, Vec<Replica>> = self
             .partitions()
             .filter(|(_, _, p)| {
@@ -381,23 +367,7 @@ impl Image {
         // on fewer nodes) get more, up to min(3, nodes), on the least loaded nodes.
         let factor = eligible.len().min(3);
         for replicas in planned.values_mut() {
-            while replicas.len() < factor {
-                let pick = load
-                    .iter()
-                    .filter(|(id, _)| !replicas.iter().any(|r| r.id == **id))
-                    .min_by_key(|(id, c)| (**c, **id))
-                    .map(|(id, _)| *id);
-                let (Some(id), Some(addr)) = (pick, pick.and_then(|id| members.get(&id))) else {
-                    break;
-                };
-                if let Some(c) = load.get_mut(&id) {
-                    *c += 1;
-                }
-                replicas.push(Replica {
-                    id,
-                    addr: addr.clone(),
-                });
-            }
+            fill(replicas, factor, &mut load, members);
         }
         while let (Some((&most, &high)), Some((_, &low))) = (
             load.iter()
@@ -447,6 +417,34 @@ impl Image {
                 })
             })
             .collect()
+    }
+}
+
+/// Adds replicas to `replicas` until it has `wanted`, each on the least loaded node of
+/// `load` that it lacks (lowest id first among equals, its address from `members`),
+/// counting each in `load`; stops early when no such node is left.
+fn fill(
+    replicas: &mut Vec<Replica>,
+    wanted: usize,
+    load: &mut BTreeMap<u64, usize>,
+    members: &BTreeMap<u64, String>,
+) {
+    while replicas.len() < wanted {
+        let pick = load
+            .iter()
+            .filter(|(id, _)| !replicas.iter().any(|r| r.id == **id))
+            .min_by_key(|(id, c)| (**c, **id))
+            .map(|(id, _)| *id);
+        let Some((id, addr)) = pick.and_then(|id| members.get(&id).map(|a| (id, a))) else {
+            break;
+        };
+        if let Some(c) = load.get_mut(&id) {
+            *c += 1;
+        }
+        replicas.push(Replica {
+            id,
+            addr: addr.clone(),
+        });
     }
 }
 

@@ -175,11 +175,7 @@ impl crate::network::server::AdminHandler for BootAdmin {
                 Ok(admin::Envelope {
                     request: AdminRequest::Known { .. },
                     ..
-                }) if self.fresh => Ok(Ok(serde_json::json!({
-                    "registered": false,
-                    "removed": false,
-                })
-                .to_string())),
+                }) if self.fresh => Ok(Ok(admin::known_answer(false, false))),
                 Ok(_) => Ok(Err(AdminError::Unavailable("this node is starting".into()))),
                 Err(e) => Err(e.to_string()),
             };
@@ -250,7 +246,7 @@ impl Cluster {
                 .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let boot: Arc<dyn crate::network::server::AdminHandler> = Arc::new(BootAdmin { fresh });
         groups.set_admin(Arc::downgrade(&boot));
-        if let Err(e) = first_start(&config, &meta).await {
+        if let Err(e) = first_start(&config, &meta, fresh).await {
             groups.remove(META_GROUP);
             let _ = meta.raft.shutdown().await;
             return Err(e);
@@ -325,16 +321,7 @@ impl Cluster {
             })
         };
         let image = self.image();
-        let voters: std::collections::BTreeSet<u64> = self
-            .inner
-            .meta
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let voters = admin::voters(&self.inner.meta.raft);
         let members: Vec<serde_json::Value> = self
             .inner
             .members()
@@ -431,19 +418,16 @@ impl Cluster {
     }
 }
 
-/// On a node's first start (no metadata yet): joins through `config.join`, or
-/// bootstraps with the static peers, unless one of them knows this node's id (then it
-/// lost its disk, and voting again under its id is unsafe).
-async fn first_start(config: &ClusterConfig, meta: &Member) -> Result<(), ClusterError> {
-    if meta.rebuilt {
-        return Ok(());
-    }
-    let initialized = meta
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
-    if initialized {
+/// On a node's first start (`fresh`: its metadata is new, and not a replica rebuilt
+/// after damage): joins through `config.join`, or bootstraps with the static peers,
+/// unless one of them knows this node's id (then it lost its disk, and voting again
+/// under its id is unsafe).
+async fn first_start(
+    config: &ClusterConfig,
+    meta: &Member,
+    fresh: bool,
+) -> Result<(), ClusterError> {
+    if !fresh {
         return Ok(());
     }
     let me = config.node_id;
@@ -776,9 +760,12 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
         match inner.upgrade() {
             Some(i) => {
                 // Sampled before the fold: what the fold then reads covers it.
-                let before = i.meta.raft.metrics().borrow_watched().clone();
+                let before =
+                    (!i.caught_up()).then(|| i.meta.raft.metrics().borrow_watched().clone());
                 i.fold_new().await;
-                i.note_caught_up(&before);
+                if let Some(before) = before {
+                    i.note_caught_up(&before);
+                }
                 if i.caught_up()
                     && !i
                         .orphans_removed
@@ -1096,9 +1083,6 @@ impl Inner {
     /// since been published shows it: applied at least what the Raft log held at
     /// start, or what the leader says is committed.
     fn note_caught_up(&self, before: &openraft::RaftMetrics<crate::TypeConfig>) {
-        if self.caught_up() {
-            return;
-        }
         let applied = before.last_applied.map_or(0, |l| l.index);
         let by_leader = before.current_leader.is_some()
             && before.last_applied.is_some()

@@ -1,7 +1,7 @@
 //! `chariot cluster status | add | remove | rebalance | transfer-leader`, over the HTTP
 //! API of any node of the cluster (`--http`).
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::{json, Value};
 
 use super::http::Api;
@@ -57,13 +57,8 @@ pub async fn run(conn: &Connection, command: ClusterCommand) -> anyhow::Result<(
             out.emit(|| status_text(&raft), || raft.clone())?;
         }
         ClusterCommand::Add { node } => {
-            let Some((id, addr)) = node.split_once('=') else {
-                bail!("{node:?}: expected ID=HOST:PORT");
-            };
-            let id: u64 = id
-                .trim()
-                .parse()
-                .with_context(|| format!("{node:?}: the id must be a number"))?;
+            let (id, addr) = crate::serve::split_id_addr("cluster add", &node)?;
+            let id: u64 = crate::serve::parse_id("cluster add", &node, id.trim())?;
             let body = json!({"id": id, "addr": addr.trim()});
             let answer = api.post("/cluster/nodes", Vec::new(), body).await?.ok()?;
             out.emit(
