@@ -200,32 +200,47 @@ impl TailWorker {
         self.changed.notify_all();
     }
 
-    /// Sleeps until the writer asks for more zeros (or the log closes).
-    pub(crate) fn wait_for_work(&self) {
-        let mut s = lock(&self.state);
-        while !(s.stop || s.target.is_some() && s.nudged) {
-            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
-        }
+    /// Sleeps until the writer asks for more zeros (or the log closes), at most
+    /// `timeout`: false if it passed with nothing to do.
+    pub(crate) fn wait_for_work(&self, timeout: std::time::Duration) -> bool {
+        let s = lock(&self.state);
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| !Self::work_in(s))
+            .unwrap_or_else(PoisonError::into_inner);
+        Self::work_in(&s)
+    }
+
+    fn work_in(s: &State) -> bool {
+        s.stop || s.target.is_some() && s.nudged
+    }
+
+    /// Whether the writer asked for work (or the log closes).
+    pub(crate) fn has_work(&self) -> bool {
+        Self::work_in(&lock(&self.state))
     }
 
     /// Called by the writer after each write, with the new tail and the bytes written
     /// (one write per sync under the durable policies): folds the size into the moving
     /// average that gates zeroing, and wakes the thread when the tail passed the point it
-    /// asked for.
-    pub(crate) fn wrote(&self, tail: u64, bytes: u64) {
+    /// asked for. True if there is work for the thread (the caller starts it if it is
+    /// not running).
+    pub(crate) fn wrote(&self, tail: u64, bytes: u64) -> bool {
         let avg = self.sync_bytes.load(Ordering::Relaxed);
         self.sync_bytes
             .store(avg - avg / 8 + bytes / 8, Ordering::Relaxed);
         if tail < self.wake_at.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let mut s = lock(&self.state);
         self.wake_at.store(u64::MAX, Ordering::Release);
         if !s.nudged {
             s.nudged = true;
-            drop(s);
-            self.changed.notify_all();
         }
+        let work = Self::work_in(&s);
+        drop(s);
+        self.changed.notify_all();
+        work
     }
 
     /// Called by the writer before writing up to position `end` of the active segment:

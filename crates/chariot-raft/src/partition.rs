@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
 use crate::network::peers::ForwardError;
-use crate::network::{GroupId, PartitionRaft, Peers};
+use crate::network::{GroupId, PartitionRaft, Peers, Rest};
 use crate::state_machine::PartitionStateMachine;
 use crate::TypeConfig;
 
@@ -129,17 +129,18 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// is retried until [`LEADER_WAIT`] runs out; a write whose forwarding failed after it
 /// was sent is indeterminate, never retried.
 pub async fn propose(
-    raft: &PartitionRaft,
+    rest: &Arc<Rest>,
     peers: &Peers,
     group: GroupId,
     command: Command,
     acks: Acks,
     all_wait: Duration,
 ) -> Result<Proposed, BrokerError> {
+    let raft = rest.raft();
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         let refused = match raft.as_leader() {
-            Ok(_) => propose_local(raft, command.clone(), acks, all_wait).await,
+            Ok(_) => propose_local(rest, command.clone(), acks, all_wait).await,
             Err(f) => match (f.leader_id, f.leader_node) {
                 (Some(leader), Some(node)) => {
                     peers.set_addr(leader, &node.addr);
@@ -256,14 +257,17 @@ pub async fn propose_remote(
 /// [`BrokerError::NotLeader`], before anything is proposed); answered once committed
 /// and applied, and for [`Acks::All`] once every replica has it (see [`Acks`]).
 pub async fn propose_local(
-    raft: &PartitionRaft,
+    rest: &Arc<Rest>,
     command: Command,
     acks: Acks,
     all_wait: Duration,
 ) -> Result<Proposed, BrokerError> {
+    let raft = rest.raft();
     if let Err(f) = raft.as_leader() {
         return Err(not_leader(f));
     }
+    // Awake while it writes (and after: it rests again only once idle).
+    let _busy = rest.busy();
     let write = raft.client_write(command);
     let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, write).await {
         Ok(r) => r,
@@ -343,6 +347,7 @@ pub struct RaftPartition {
     /// The log's name, for the error a sealed partition answers.
     log: String,
     raft: PartitionRaft,
+    rest: Arc<Rest>,
     sm: PartitionStateMachine,
     peers: Peers,
     group: GroupId,
@@ -350,18 +355,19 @@ pub struct RaftPartition {
 }
 
 impl RaftPartition {
-    /// Partition of log `log` in group `group`, whose Raft on this node is `raft` over
-    /// state machine `sm`; writes are forwarded over `peers`.
+    /// Partition of log `log` in group `group`, whose Raft on this node is `rest`'s
+    /// over state machine `sm`; writes are forwarded over `peers`.
     pub fn new(
         log: &str,
-        raft: PartitionRaft,
+        rest: Arc<Rest>,
         sm: PartitionStateMachine,
         peers: Peers,
         group: GroupId,
     ) -> Self {
         Self {
             log: log.to_owned(),
-            raft,
+            raft: rest.raft().clone(),
+            rest,
             sm,
             peers,
             group,
@@ -407,7 +413,7 @@ impl RaftPartition {
             return Err(BrokerError::ShuttingDown);
         }
         let proposed =
-            propose(&self.raft, &self.peers, self.group, command, acks, all_wait).await?;
+            propose(&self.rest, &self.peers, self.group, command, acks, all_wait).await?;
         if proposed.response == Response::Sealed {
             return Err(BrokerError::UnknownLog(self.log.clone()));
         }

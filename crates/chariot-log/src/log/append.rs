@@ -261,7 +261,11 @@ impl Shared {
         self.tail.before_write(w.active.size() + bytes.len() as u64);
         let written = w.active.append(bytes, headers);
         match &written {
-            Ok(()) => self.tail.wrote(w.active.size(), bytes.len() as u64),
+            Ok(()) => {
+                if self.tail.wrote(w.active.size(), bytes.len() as u64) && self.tail_enabled {
+                    self.tail_thread.ensure(self, Shared::run_tail_worker);
+                }
+            }
             Err(AppendFailure::RolledBack(_)) => {
                 self.tail.retarget(None);
                 if let Err(e) = w.active.trim() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::tail::{Claim, Finish, TailFile};
 
+use super::threads::IDLE_EXIT;
 use super::*;
 
 impl Shared {
@@ -16,8 +17,7 @@ impl Shared {
     /// zero-filling of that segment; a sync error poisons the log like any failed sync.
     pub(super) fn run_tail_worker(&self) {
         let mut file: Option<TailFile> = None;
-        // Nothing happens before the first write: an idle log costs nothing.
-        self.tail.wait_for_work();
+        // Started by a write that asked for work (see `threads`).
         loop {
             let claim = {
                 let w = lock(&self.writer);
@@ -30,7 +30,13 @@ impl Shared {
                 Claim::Stop => return,
                 Claim::Idle => {
                     file = None;
-                    self.tail.wait_for_work();
+                    // Out of work for IDLE_EXIT, the thread exits (the next write that
+                    // asks for work starts another).
+                    while !self.tail.wait_for_work(IDLE_EXIT) {
+                        if self.tail_thread.may_exit(|| self.tail.has_work()) {
+                            return;
+                        }
+                    }
                     continue;
                 }
                 Claim::Chunk(segment, from, to) => (segment, Some(from), to),

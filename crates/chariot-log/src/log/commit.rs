@@ -14,6 +14,7 @@ use crate::config::SyncPolicy;
 use crate::error::{LogError, Result};
 use crate::segment::AppendFailure;
 
+use super::threads::IDLE_EXIT;
 use super::*;
 
 /// How many more groups an appender leading a sync commits before it hands over.
@@ -222,13 +223,26 @@ impl Shared {
         }
     }
 
-    /// Asks the commit thread to look for submitted appends without a leader.
+    /// Asks the commit thread to look for submitted appends without a leader, starting
+    /// it if it is not running (group commit only; never once the log closes, whose
+    /// last sync takes what is pending).
     pub(super) fn notify_committer(&self) {
         // Both SeqCst: if this reads `committer_spinning` set, the commit thread's later
         // clear and its futex wait come after the bump, so the wait sees the word moved.
         self.commit_word.fetch_add(1, Ordering::SeqCst);
         if !self.committer_spinning.load(Ordering::SeqCst) {
             let _ = futex::wake(&self.commit_word, futex::Flags::PRIVATE, 1);
+        }
+        if self.config.sync == SyncPolicy::GroupCommit
+            && !self.commit_stop.load(Ordering::Acquire)
+            && !self.committer.ensure(self, Shared::run_committer)
+        {
+            // No thread to lead the syncs of submitted appends: they fail rather than
+            // wait for ever (blocking appenders lead their own).
+            self.fail_pending_with(SlotError::Write(
+                self.dir.clone(),
+                "cannot start the log's commit thread".into(),
+            ));
         }
     }
 
@@ -511,14 +525,38 @@ impl Shared {
             if spin && self.spin_for_work(seen, idle + COMMITTER_SPIN) {
                 continue;
             }
-            // EAGAIN (the word moved) and EINTR both mean: look again.
-            let _ = futex::wait(&self.commit_word, futex::Flags::PRIVATE, seen, None);
+            // EAGAIN (the word moved) and EINTR both mean: look again. Out of work for
+            // IDLE_EXIT, the thread exits (the next notification starts another).
+            let timeout = futex::Timespec {
+                tv_sec: IDLE_EXIT.as_secs() as i64,
+                tv_nsec: i64::from(IDLE_EXIT.subsec_nanos()),
+            };
+            let waited = futex::wait(
+                &self.commit_word,
+                futex::Flags::PRIVATE,
+                seen,
+                Some(&timeout),
+            );
+            if waited == Err(rustix::io::Errno::TIMEDOUT) {
+                let more = || {
+                    self.commit_word.load(Ordering::SeqCst) != seen
+                        || !lock(&self.writer).pending_slots.is_empty()
+                };
+                if self.committer.may_exit(more) {
+                    return;
+                }
+            }
         }
     }
 
     /// On a poisoned log: drops the appends still queued (their bytes are never written)
     /// and fails them, waking their threads and tasks.
     pub(super) fn fail_pending(&self) {
+        self.fail_pending_with(SlotError::Poisoned);
+    }
+
+    /// Drops the appends still queued and fails them with `error`.
+    pub(super) fn fail_pending_with(&self, error: SlotError) {
         let group = {
             let mut w = lock(&self.writer);
             // Their offsets are given back, as after a failed write.
@@ -532,6 +570,6 @@ impl Shared {
                 slots: std::mem::take(&mut w.pending_slots),
             }
         };
-        self.complete(&group, |_| Err(SlotError::Poisoned));
+        self.complete(&group, |_| Err(error.clone()));
     }
 }

@@ -7,12 +7,13 @@ mod read;
 mod recovery;
 mod retention;
 mod scrub;
+mod threads;
 mod truncate;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 
 use crate::batch::{BatchHeader, RecordBatch};
@@ -79,6 +80,8 @@ struct CommitState {
 }
 
 struct Shared {
+    /// Itself, for starting its threads.
+    me: Weak<Shared>,
     dir: PathBuf,
     config: LogConfig,
     writer: Mutex<Writer>,
@@ -119,8 +122,12 @@ struct Shared {
     /// Background work on the tail: zero-filling ahead of it (durable policies with
     /// `zero_fill_ahead`) or syncing behind it (the other policies).
     tail: TailWorker,
-    /// Whether the tail thread runs (set at open).
+    /// Whether there is tail work at all (set at open).
     tail_enabled: bool,
+    /// The commit thread (group commit only) and the tail thread, each running only
+    /// while it has work ([`threads`]).
+    committer: threads::Worker,
+    tail_thread: threads::Worker,
     _lock: File,
 }
 
@@ -135,8 +142,8 @@ struct Shared {
 ///   segment list `Arc` and look up an index entry, then read with `pread`.
 pub struct Log {
     shared: Arc<Shared>,
+    /// The interval policy's sync thread.
     syncer: Option<JoinHandle<()>>,
-    tail_worker: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -306,10 +313,9 @@ impl Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
+        self.shared.committer.join();
         self.shared.tail.stop();
-        if let Some(t) = self.tail_worker.take() {
-            let _ = t.join();
-        }
+        self.shared.tail_thread.join();
         if self.shared.poisoned.load(Ordering::Acquire) {
             // No sync will run: appends still queued (submitted ones, whose futures may
             // outlive the log) are failed rather than left waiting.

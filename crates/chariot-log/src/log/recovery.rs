@@ -196,7 +196,8 @@ impl Log {
             };
         let tail = TailWorker::new(mode, tail_enabled.then(|| Arc::clone(&active)));
 
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             dir,
             writer: Mutex::new(Writer {
                 active,
@@ -227,49 +228,25 @@ impl Log {
             damage,
             tail,
             tail_enabled,
+            committer: super::threads::Worker::new("chariot-log-commit"),
+            tail_thread: super::threads::Worker::new("chariot-log-tail"),
             _lock: lock_file,
             config,
         });
-        // The tail thread first: if the interval thread cannot start, the tail thread
-        // is stopped again, so a failed open leaves no thread holding the directory.
-        let tail_worker = if shared.tail_enabled {
-            let s = Arc::clone(&shared);
-            Some(
-                std::thread::Builder::new()
-                    .name("chariot-log-tail".into())
-                    .spawn(move || s.run_tail_worker())
-                    .map_err(|e| LogError::io("spawn tail thread", &shared.dir, e))?,
-            )
-        } else {
-            None
-        };
-        // The interval policy's sync thread, or group commit's commit thread.
-        let s = Arc::clone(&shared);
-        let spawned = match shared.config.sync {
-            SyncPolicy::Interval(every) => std::thread::Builder::new()
-                .name("chariot-log-sync".into())
-                .spawn(move || s.run_interval_sync(every))
-                .map(Some),
-            SyncPolicy::GroupCommit => std::thread::Builder::new()
-                .name("chariot-log-commit".into())
-                .spawn(move || s.run_committer())
-                .map(Some),
-            _ => Ok(None),
-        };
-        let syncer = match spawned {
-            Ok(t) => t,
-            Err(e) => {
-                shared.tail.stop();
-                if let Some(t) = tail_worker {
-                    let _ = t.join();
-                }
-                return Err(LogError::io("spawn sync thread", &shared.dir, e));
+        // The interval policy's sync thread. The commit and tail threads start with
+        // their first work (see `threads`): a log at rest holds none.
+        let syncer = match shared.config.sync {
+            SyncPolicy::Interval(every) => {
+                let s = Arc::clone(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("chariot-log-sync".into())
+                        .spawn(move || s.run_interval_sync(every))
+                        .map_err(|e| LogError::io("spawn sync thread", &shared.dir, e))?,
+                )
             }
+            _ => None,
         };
-        Ok(Self {
-            shared,
-            syncer,
-            tail_worker,
-        })
+        Ok(Self { shared, syncer })
     }
 }

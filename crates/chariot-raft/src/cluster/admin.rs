@@ -306,6 +306,7 @@ impl Inner {
                 "node {to} is not a voter of group {group} (voters {voters:?})"
             )));
         }
+        let _busy = g.rest.busy();
         g.raft.trigger().transfer_leader(to).await.map_err(failed)?;
         Ok(serde_json::json!({"group": group, "to": to}))
     }
@@ -340,6 +341,8 @@ impl Inner {
             }
             let (inner, group) = (Arc::clone(self), p.group);
             tokio::spawn(async move {
+                // Awake until the move is done (its entries wake the replicas anyway).
+                let _busy = g.rest.busy();
                 if let Err(e) = inner.carry_out(group, g.raft, target).await {
                     tracing::warn!(group, error = %e, "moving the group's replicas; trying again");
                 }

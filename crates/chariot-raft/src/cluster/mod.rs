@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod image;
+mod quiesce;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ pub use image::{Image, LogPlacement, MetaEvent, Move, PartitionPlacement, Replic
 use crate::command::Command;
 use crate::error::RaftStoreError;
 use crate::network::{
-    partition_config, Group, GroupId, GroupNetwork, Groups, PartitionRaft, Peers, Quarantine,
+    partition_config, Group, GroupId, GroupNetwork, Groups, PartitionRaft, Peers, Quarantine, Rest,
 };
 use crate::partition::{propose, Acks, RaftPartition};
 use crate::{PartitionStateMachine, RaftLogStore, Response};
@@ -113,6 +114,8 @@ pub enum ClusterError {
 #[derive(Clone)]
 struct Member {
     raft: PartitionRaft,
+    /// Whether its timers run.
+    rest: Arc<Rest>,
     sm: PartitionStateMachine,
     /// Rebuilt after damage: it learns the group from its leader, never initializes it.
     rebuilt: bool,
@@ -147,6 +150,8 @@ struct Inner {
     /// A log failed to open: the next fold tries again.
     retry: std::sync::atomic::AtomicBool,
     fold: Mutex<Option<JoinHandle<()>>>,
+    /// The driver of groups at rest ([`quiesce`]).
+    quiesce: Mutex<Option<JoinHandle<()>>>,
     /// Groups whose move this node (their leader) is carrying out.
     moving: Mutex<std::collections::HashSet<GroupId>>,
     /// A controller step is running.
@@ -263,6 +268,7 @@ impl Cluster {
             open: tokio::sync::Mutex::new(BTreeMap::new()),
             retry: std::sync::atomic::AtomicBool::new(false),
             fold: Mutex::new(None),
+            quiesce: Mutex::new(None),
             moving: Mutex::new(std::collections::HashSet::new()),
             controlling: std::sync::atomic::AtomicBool::new(false),
             caught_up: std::sync::atomic::AtomicBool::new(false),
@@ -278,6 +284,8 @@ impl Cluster {
         let weak = Arc::downgrade(&inner);
         let task = tokio::spawn(fold_loop(weak.clone(), inner.meta.raft.clone()));
         *inner.fold.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let task = tokio::spawn(quiesce::run(weak.clone()));
+        *inner.quiesce.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         broker.set_catalog(Arc::new(CatalogHandle(weak)));
         tracing::info!(
             node = inner.config.node_id,
@@ -358,6 +366,9 @@ impl Cluster {
                 let group = self.inner.groups.get(placement.group);
                 if let (Some(g), Some(obj)) = (group, entry.as_object_mut()) {
                     let mut local = raft_state(&g.raft);
+                    if let Some(l) = local.as_object_mut() {
+                        l.insert("resting".into(), json!(g.rest.resting().is_some()));
+                    }
                     let rebuilding = g.quarantine.filter(|q| q.active());
                     if let (Some(q), Some(l)) = (rebuilding, local.as_object_mut()) {
                         l.insert(
@@ -397,15 +408,12 @@ impl Cluster {
 
     /// Stops every group of this node (the metadata group last).
     pub async fn shutdown(&self) {
-        let task = self
-            .inner
-            .fold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(t) = task {
-            t.abort();
-            let _ = t.await;
+        for task in [&self.inner.quiesce, &self.inner.fold] {
+            let task = task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(t) = task {
+                t.abort();
+                let _ = t.await;
+            }
         }
         // Every group registered, also one a fold stopped half-way had opened.
         self.inner.open.lock().await.clear();
@@ -610,16 +618,19 @@ async fn open_member(
             group,
         ));
     }
+    let rest = Rest::new(raft.clone());
     groups.insert(
         group,
         Group {
             raft: raft.clone(),
             incoming,
             quarantine: quarantine.clone(),
+            rest: Arc::clone(&rest),
         },
     );
     Ok(Member {
         raft,
+        rest,
         sm,
         rebuilt: quarantine.is_some(),
         known_at_open,
@@ -788,12 +799,37 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
             }
             None => return,
         }
-        // Applied entries show in the metrics; the tick covers a missed change.
-        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await {
+        // Applied entries show in the metrics; the tick covers a missed change. Only
+        // what a fold or a controller step reads counts (not the heartbeats, which
+        // change the metrics ten times a second).
+        let seen = fold_key(&metrics.borrow_watched());
+        let waited = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                metrics.changed().await?;
+                if fold_key(&metrics.borrow_watched()) != seen {
+                    return Ok::<(), openraft::async_runtime::watch::RecvError>(());
+                }
+            }
+        })
+        .await;
+        if let Ok(Err(_)) = waited {
             tracing::error!("the metadata group stopped; this node follows no more changes");
             return;
         }
     }
+}
+
+/// What of the metadata group's state the fold loop reacts to: applied entries, the
+/// leader and term, the membership.
+fn fold_key(
+    m: &openraft::RaftMetrics<crate::TypeConfig>,
+) -> (Option<u64>, Option<u64>, u64, Option<crate::LogId>) {
+    (
+        m.last_applied.as_ref().map(|l| l.index),
+        m.current_leader,
+        m.current_term,
+        *m.membership_config.log_id(),
+    )
 }
 
 impl Inner {
@@ -928,7 +964,7 @@ impl Inner {
                     .map(|(g, m)| {
                         Arc::new(RaftPartition::new(
                             name,
-                            m.raft.clone(),
+                            Arc::clone(&m.rest),
                             m.sm.clone(),
                             self.peers.clone(),
                             *g,
@@ -1044,7 +1080,7 @@ impl Inner {
         let mut b = RecordBatchBuilder::new();
         b.push_parts(chariot_broker::now_ms(), None, &value, &[]);
         let proposed = propose(
-            &self.meta.raft,
+            &self.meta.rest,
             &self.peers,
             META_GROUP,
             Command::Append(b.build().into_vec()),
@@ -1153,7 +1189,7 @@ impl Inner {
             let sealed = match self.groups.get(p.group) {
                 Some(g) => {
                     propose(
-                        &g.raft,
+                        &g.rest,
                         &self.peers,
                         p.group,
                         Command::Seal,

@@ -3,6 +3,7 @@
 //! format, `peers` the sending side, `server` the receiving side.
 
 pub mod peers;
+pub mod rest;
 pub mod server;
 pub mod wire;
 
@@ -10,6 +11,7 @@ use openraft::network::RaftNetworkFactory;
 use openraft_multi::GroupNetworkAdapter;
 
 pub use peers::Peers;
+pub use rest::Rest;
 pub use server::{serve_connection, Group, Groups, PartitionRaft, Quarantine};
 
 use crate::TypeConfig;

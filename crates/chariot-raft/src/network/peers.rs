@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
+use super::wire::{self, Chunk, Frame, Kind, RestRequest, SnapshotDone, RESPONSE};
 use super::GroupId;
 use crate::partition::{Proposal, Proposed, Refusal};
 use crate::state_machine::PartitionSnapshot;
@@ -54,17 +54,32 @@ pub struct Peers {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     addrs: Mutex<HashMap<u64, String>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
+    /// What [`Conn::heard`] counts from.
+    started: Instant,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            addrs: Mutex::default(),
+            conns: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
 }
 
 struct Conn {
     tx: mpsc::Sender<Frame>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     dead: AtomicBool,
+    /// When the last frame came from the peer (milliseconds after `Inner::started`,
+    /// plus one; 0: never).
+    heard: AtomicU64,
     /// Set once the connection is given up: its reader and writer tasks end, and the
     /// socket closes with them.
     closed: tokio::sync::watch::Sender<bool>,
@@ -131,6 +146,7 @@ impl Peers {
             tx,
             waiting: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            heard: AtomicU64::new(0),
             closed,
         });
         // The writer holds the connection weakly: once nobody else does (replaced after
@@ -165,6 +181,7 @@ impl Peers {
         });
         let reader_conn = Arc::downgrade(&conn);
         let mut reader_closed = closed_rx;
+        let started = self.inner.started;
         tokio::spawn(async move {
             loop {
                 let read = tokio::select! {
@@ -176,6 +193,8 @@ impl Peers {
                 };
                 match read {
                     Ok(Some(f)) => {
+                        let now = started.elapsed().as_millis() as u64 + 1;
+                        conn.heard.store(now, Ordering::Relaxed);
                         if let Some(tx) = lock(&conn.waiting).remove(&f.id) {
                             let _ = tx.send(f);
                         }
@@ -311,6 +330,36 @@ impl Peers {
             Duration::from_secs(5),
         )
         .await
+    }
+
+    /// Whether node `target` answered anything within `within` on a connection that is
+    /// still up (see [`Peers::ping`]).
+    pub fn heard_within(&self, target: u64, within: Duration) -> bool {
+        let Some(c) = lock(&self.inner.conns).get(&target).cloned() else {
+            return false;
+        };
+        let heard = c.heard.load(Ordering::Relaxed);
+        !c.dead.load(Ordering::Acquire)
+            && heard > 0
+            && self.inner.started.elapsed().as_millis() as u64 + 1 - heard
+                <= within.as_millis() as u64
+    }
+
+    /// Asks node `target` whether it is there (any answer counts in
+    /// [`Peers::heard_within`]).
+    pub async fn ping(&self, target: u64, timeout: Duration) -> io::Result<()> {
+        self.rpc(target, Kind::Ping, 0, &(), timeout).await
+    }
+
+    /// Asks node `target` to let groups rest that this node leads; the ones it agreed
+    /// to (see [`super::rest`]).
+    pub async fn rest(
+        &self,
+        target: u64,
+        request: &RestRequest,
+        timeout: Duration,
+    ) -> io::Result<Vec<GroupId>> {
+        self.rpc(target, Kind::Rest, 0, request, timeout).await
     }
 
     /// Sends an administration request to node `target` (see

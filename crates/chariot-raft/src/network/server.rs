@@ -11,13 +11,15 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::Raft;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use super::wire::{self, Chunk, Frame, Kind, SnapshotDone, RESPONSE};
+use super::rest::Rest;
+use super::wire::{self, Chunk, Frame, Kind, RestRequest, SnapshotDone, RESPONSE};
 use super::GroupId;
 use crate::partition::{propose_local, Proposal, Proposed, Refusal};
 use crate::state_machine::{PartitionSnapshot, PartitionStateMachine};
@@ -37,6 +39,8 @@ pub struct Group {
     pub incoming: PathBuf,
     /// Set while the replica is being rebuilt after damage: it grants no vote.
     pub quarantine: Option<Arc<Quarantine>>,
+    /// Whether its timers run (see [`super::rest`]).
+    pub rest: Arc<Rest>,
 }
 
 /// A replica rebuilt from its peers after damage in its files: it takes entries from
@@ -86,6 +90,8 @@ pub trait AdminHandler: Send + Sync {
 pub struct Groups {
     map: Arc<RwLock<HashMap<GroupId, Group>>>,
     admin: Arc<RwLock<Option<Weak<dyn AdminHandler>>>>,
+    /// Bumped by every insert and remove.
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Groups {
@@ -100,14 +106,26 @@ impl Groups {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, group);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Stops serving group `id`; returns it.
     pub fn remove(&self, id: GroupId) -> Option<Group> {
-        self.map
+        let removed = self
+            .map
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
+            .remove(&id);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        removed
+    }
+
+    /// Moves with every insert and remove: a list taken from [`Groups::rests`] is
+    /// current while this has not moved.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The ids of the groups served here.
@@ -117,6 +135,18 @@ impl Groups {
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .copied()
+            .collect()
+    }
+
+    /// The rest control of every group served here but `except` (one lock, no copies
+    /// of the groups).
+    pub fn rests(&self, except: GroupId) -> Vec<(GroupId, Arc<Rest>)> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .map(|(id, g)| (*id, Arc::clone(&g.rest)))
             .collect()
     }
 
@@ -200,11 +230,21 @@ fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {
 }
 
 async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> Vec<u8> {
-    if kind == Kind::Admin {
-        return match groups.admin() {
-            Some(h) => h.admin(payload.to_vec()).await,
-            None => answer::<()>(Err("this node is not a cluster member yet".into())),
-        };
+    match kind {
+        Kind::Admin => {
+            return match groups.admin() {
+                Some(h) => h.admin(payload.to_vec()).await,
+                None => answer::<()>(Err("this node is not a cluster member yet".into())),
+            }
+        }
+        Kind::Ping => return answer::<()>(Ok(())),
+        Kind::Rest => {
+            return match wire::decode::<RestRequest>(payload) {
+                Ok(req) => answer::<Vec<GroupId>>(Ok(agree_to_rest(groups, &req))),
+                Err(e) => answer::<()>(Err(e.to_string())),
+            }
+        }
+        _ => {}
     }
     let Some(g) = groups.get(group) else {
         return answer::<()>(Err(format!("group {group} is not on this node")));
@@ -218,17 +258,83 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
             )));
         }
     }
+    // A replica at rest wakes for anything but a heartbeat of the leader it rests
+    // under, after the request (an append from a leader restarts its election timer
+    // first); one asked for a vote leaves the campaign to the asker for a while.
+    let wake = match kind {
+        Kind::Append | Kind::Vote | Kind::PreVote => None,
+        _ => Some(g.rest.busy()),
+    };
+    let answered = handle_group(&g, kind, payload).await;
+    drop(wake);
+    answered
+}
+
+/// A request's next step on a resting replica, once it is handled.
+fn after_append(g: &Group, req_term: u64, entries: bool) {
+    match g.rest.resting() {
+        Some((term, _)) if entries || term != req_term => g.rest.wake(),
+        _ => {}
+    }
+}
+
+/// Longer than an election takes: a resting replica asked for a vote (or whose leader
+/// went away while another replica was chosen to campaign) wakes this much later, so
+/// that it does not split the vote; a leader elected meanwhile wakes it sooner with its
+/// first entry.
+pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(1500);
+
+/// A follower's side of [`Kind::Rest`]: the groups it lets rest, because it follows
+/// `req.leader` in that term and holds, and knows committed, the leader's last index.
+fn agree_to_rest(groups: &Groups, req: &RestRequest) -> Vec<GroupId> {
+    let mut agreed = Vec::new();
+    for ask in &req.groups {
+        let Some(g) = groups.get(ask.group) else {
+            continue;
+        };
+        if g.quarantine.as_ref().is_some_and(|q| q.active()) {
+            continue;
+        }
+        let caught_up = |_started| {
+            let m = g.raft.metrics().borrow_watched().clone();
+            m.state == openraft::ServerState::Follower
+                && m.current_leader == Some(req.leader)
+                && m.current_term == ask.term
+                && m.last_log_index == Some(ask.index)
+                && m.local_committed.as_ref().map(|l| l.index) == Some(ask.index)
+        };
+        if g.rest.sleep_if(ask.term, ask.index, false, caught_up) {
+            agreed.push(ask.group);
+        }
+    }
+    agreed
+}
+
+async fn handle_group(g: &Group, kind: Kind, payload: &[u8]) -> Vec<u8> {
     match kind {
         Kind::Append => match wire::decode::<AppendEntriesRequest<TypeConfig>>(payload) {
-            Ok(req) => answer(g.raft.append_entries(req).await.map_err(|e| e.to_string())),
+            Ok(req) => {
+                let (term, entries) = (req.vote.leader_id().term, !req.entries.is_empty());
+                let r = answer(g.raft.append_entries(req).await.map_err(|e| e.to_string()));
+                after_append(g, term, entries);
+                r
+            }
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::Vote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
-            Ok(req) => answer(g.raft.vote(req).await.map_err(|e| e.to_string())),
+            Ok(req) => {
+                let r = answer(g.raft.vote(req).await.map_err(|e| e.to_string()));
+                g.rest.wake_later(CAMPAIGN_STAGGER);
+                r
+            }
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::PreVote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
-            Ok(req) => answer(g.raft.pre_vote(req).await.map_err(|e| e.to_string())),
+            Ok(req) => {
+                let r = answer(g.raft.pre_vote(req).await.map_err(|e| e.to_string()));
+                g.rest.wake_later(CAMPAIGN_STAGGER);
+                r
+            }
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::TransferLeader => match wire::decode::<TransferLeaderRequest<TypeConfig>>(payload) {
@@ -252,7 +358,7 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
             // One hop: a write forwarded here is proposed here or refused, never
             // forwarded again.
             Ok(p) => answer::<Result<Proposed, Refusal>>(Ok(propose_local(
-                &g.raft,
+                &g.rest,
                 p.command,
                 p.acks,
                 Duration::from_millis(p.all_wait_ms),
@@ -272,10 +378,10 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::SnapshotDone => match wire::decode::<SnapshotDone>(payload) {
-            Ok(done) => answer(install(&g, done).await),
+            Ok(done) => answer(install(g, done).await),
             Err(e) => answer::<()>(Err(e.to_string())),
         },
-        Kind::Admin => answer::<()>(Err("handled above".into())),
+        Kind::Admin | Kind::Rest | Kind::Ping => answer::<()>(Err("handled above".into())),
     }
 }
 

@@ -45,6 +45,12 @@ pub enum Kind {
     /// A cluster administration request (`crate::cluster::admin`), group ignored: add,
     /// remove, rebalance, transfer leadership, or a restarting node's check.
     Admin = 9,
+    /// A leader asks a follower to let idle groups rest ([`RestRequest`], group
+    /// ignored); the answer lists the groups that agreed (see [`super::rest`]).
+    Rest = 10,
+    /// Is the node there? Answered at once (group and payload ignored): the failure
+    /// detector of groups at rest.
+    Ping = 11,
 }
 
 impl Kind {
@@ -60,6 +66,8 @@ impl Kind {
             7 => Kind::Propose,
             8 => Kind::AllowRevert,
             9 => Kind::Admin,
+            10 => Kind::Rest,
+            11 => Kind::Ping,
             _ => return None,
         })
     }
@@ -76,6 +84,26 @@ pub struct Frame {
     pub group: u64,
     /// The encoded message.
     pub payload: Vec<u8>,
+}
+
+/// Groups whose leader (the sender) would let them rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestRequest {
+    /// The leader's node id.
+    pub leader: u64,
+    /// The groups, each at the leader's term and last (committed) index.
+    pub groups: Vec<RestAsk>,
+}
+
+/// One group of a [`RestRequest`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RestAsk {
+    /// The group.
+    pub group: u64,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's last index, committed.
+    pub index: u64,
 }
 
 /// A piece of one file of a snapshot being sent.

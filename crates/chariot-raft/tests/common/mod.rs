@@ -98,6 +98,7 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
             raft: raft.clone(),
             incoming: dir.join("incoming"),
             quarantine: None,
+            rest: chariot_raft::network::Rest::new(raft.clone()),
         },
     );
     Node {
@@ -262,5 +263,6 @@ pub fn members(nodes: &[&Node]) -> BTreeMap<u64, BasicNode> {
 
 /// Node `n`'s handle on the test group as a broker partition.
 pub fn partition(n: &Node) -> chariot_raft::RaftPartition {
-    chariot_raft::RaftPartition::new("t", n.raft.clone(), n.sm.clone(), n.peers.clone(), GROUP)
+    let rest = n.groups.get(GROUP).expect("the test group").rest;
+    chariot_raft::RaftPartition::new("t", rest, n.sm.clone(), n.peers.clone(), GROUP)
 }

@@ -1,0 +1,312 @@
+//! The node's driver of groups at rest (see [`crate::network::rest`]): pings the peers,
+//! wakes resting groups when a peer goes away or comes back, and lets idle groups this
+//! node leads rest. The metadata group never rests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+
+use super::{Inner, META_GROUP};
+use crate::network::server::CAMPAIGN_STAGGER;
+use crate::network::wire::{RestAsk, RestRequest};
+use crate::network::{GroupId, Rest};
+
+/// How often peers are pinged and their liveness looked at.
+pub const PING_EVERY: Duration = Duration::from_millis(100);
+
+/// A peer from which nothing came for this long is taken for gone: the resting groups
+/// it led elect a new leader. Shorter than openraft's election timeout (0.5–1 s) plus
+/// the campaign, so that a resting group fails over as fast as an awake one.
+pub const DOWN_AFTER: Duration = Duration::from_millis(600);
+
+/// Every this many pings, resting leaders look whether their log moved (insurance: a
+/// write that starts wakes its group).
+const MOVED_EVERY: u64 = 50;
+
+/// Every this many pings, idle groups led here are asked to rest. An idle group rests
+/// once two looks this far apart saw it unchanged (so its followers have had a
+/// heartbeat with its commit index meanwhile).
+const REST_EVERY: u64 = 3;
+
+/// How long a follower may take to answer a rest request.
+const REST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a look at a group led here found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    term: u64,
+    index: u64,
+    /// Writes started here ([`Rest::started`]).
+    started: u64,
+}
+
+/// Runs until the node stops (the task is aborted) or its state is dropped.
+pub(super) async fn run(inner: Weak<Inner>) {
+    let mut alive: HashMap<u64, bool> = HashMap::new();
+    let mut seen: HashMap<GroupId, Seen> = HashMap::new();
+    let pinging: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    let mut groups: Vec<(GroupId, Arc<Rest>)> = Vec::new();
+    let mut groups_at = u64::MAX;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let me = inner.config.node_id;
+        let nodes: Vec<u64> = inner
+            .meta
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect();
+        for &peer in &nodes {
+            let first = pinging
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer);
+            if first {
+                let (peers, pinging) = (inner.peers.clone(), Arc::clone(&pinging));
+                tokio::spawn(async move {
+                    let _ = peers.ping(peer, DOWN_AFTER).await;
+                    pinging
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&peer);
+                });
+            }
+        }
+        // The list of groups is taken again only when it changed.
+        if inner.groups.changes() != groups_at {
+            groups_at = inner.groups.changes();
+            groups = inner.groups.rests(META_GROUP);
+        }
+        for &peer in &nodes {
+            let now = inner.peers.heard_within(peer, DOWN_AFTER);
+            match alive.insert(peer, now) {
+                Some(true) if !now => {
+                    tracing::info!(node = peer, "peer stopped answering");
+                    went_away(me, peer, &groups, &alive);
+                }
+                Some(false) if now => {
+                    tracing::info!(node = peer, "peer answers again");
+                    came_back(peer, &groups);
+                }
+                _ => {}
+            }
+        }
+        alive.retain(|id, _| nodes.contains(id));
+        if round.is_multiple_of(MOVED_EVERY) {
+            wake_moved(&groups);
+        }
+        if round.is_multiple_of(REST_EVERY) {
+            rest_idle(&inner, &groups, &alive, &mut seen).await;
+        }
+        round += 1;
+    }
+}
+
+/// Resting groups led by `peer`, which stopped answering: one live voter (chosen by
+/// the group id, so that the load spreads) wakes to campaign at once, the others
+/// later.
+fn went_away(me: u64, peer: u64, groups: &[(GroupId, Arc<Rest>)], alive: &HashMap<u64, bool>) {
+    for (id, g) in groups {
+        if !g.is_resting() {
+            continue;
+        }
+        let (leader, voters) = {
+            let m = g.raft().metrics();
+            let m = m.borrow_watched();
+            let voters: Vec<u64> = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|v| *v != peer && (*v == me || alive.get(v).copied().unwrap_or(true)))
+                .collect();
+            (m.current_leader, voters)
+        };
+        if leader != Some(peer) || voters.is_empty() {
+            continue;
+        }
+        let chosen = voters.get((*id as usize) % voters.len()).copied();
+        if chosen == Some(me) {
+            tracing::debug!(group = id, "its leader went away: campaigning");
+            g.wake();
+        } else {
+            g.wake_later(CAMPAIGN_STAGGER);
+        }
+    }
+}
+
+/// Resting groups led here that `peer` belongs to: they heartbeat again, so that it
+/// catches up (and does not campaign for want of a leader).
+fn came_back(peer: u64, groups: &[(GroupId, Arc<Rest>)]) {
+    for (_, g) in groups {
+        if !g.is_resting() {
+            continue;
+        }
+        let wake = {
+            let m = g.raft().metrics();
+            let m = m.borrow_watched();
+            m.state == ServerState::Leader
+                && m.membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, _)| *id == peer)
+        };
+        if wake {
+            g.wake();
+        }
+    }
+}
+
+/// Groups resting as led here whose term or log moved since they rested: awake again.
+/// Nothing should move a resting leader's log without waking it (every write does, and
+/// a leader rests only if no write started between two looks); this is insurance.
+/// Followers wake by what they receive.
+fn wake_moved(groups: &[(GroupId, Arc<Rest>)]) {
+    for (_, g) in groups {
+        let Some((term, index)) = g.resting_leader() else {
+            continue;
+        };
+        let moved = {
+            let m = g.raft().metrics();
+            let m = m.borrow_watched();
+            m.current_term != term || m.last_log_index != Some(index)
+        };
+        if moved {
+            g.wake();
+        }
+    }
+}
+
+/// What makes an awake group led here idle: every live replica holds its last entry,
+/// which is committed and applied, its membership is settled and has no learners.
+/// `started`: the writes started here so far (part of what two looks compare).
+fn idle(me: u64, g: &Rest, alive: &HashMap<u64, bool>, started: u64) -> Option<(Seen, Vec<u64>)> {
+    let m = g.raft().metrics();
+    let m = m.borrow_watched();
+    if m.state != ServerState::Leader || m.current_leader != Some(me) {
+        return None;
+    }
+    let membership = m.membership_config.membership();
+    if membership.get_joint_config().len() != 1
+        || membership.learner_ids().next().is_some()
+        || m.committed_membership_config.log_id() != m.membership_config.log_id()
+    {
+        return None;
+    }
+    let index = m.last_log_index?;
+    let at = |l: &Option<crate::LogId>| l.as_ref().map(|l| l.index);
+    if at(&m.local_committed) != Some(index) || at(&m.last_applied) != Some(index) {
+        return None;
+    }
+    let replication = m.replication.as_ref()?;
+    let mut followers = Vec::new();
+    for v in membership.voter_ids().filter(|v| *v != me) {
+        if !alive.get(&v).copied().unwrap_or(true) {
+            continue;
+        }
+        if replication.get(&v).map(at) != Some(Some(index)) {
+            return None;
+        }
+        followers.push(v);
+    }
+    Some((
+        Seen {
+            term: m.current_term,
+            index,
+            started,
+        },
+        followers,
+    ))
+}
+
+/// Asks the followers of idle groups led here to rest, and rests those every live
+/// follower agreed to.
+async fn rest_idle(
+    inner: &Inner,
+    groups: &[(GroupId, Arc<Rest>)],
+    alive: &HashMap<u64, bool>,
+    seen: &mut HashMap<GroupId, Seen>,
+) {
+    let me = inner.config.node_id;
+    let mut asks: BTreeMap<u64, Vec<RestAsk>> = BTreeMap::new();
+    let mut candidates: Vec<(GroupId, &Arc<Rest>, Seen, Vec<u64>)> = Vec::new();
+    let mut looked = HashMap::new();
+    for (id, g) in groups {
+        if g.is_resting() {
+            continue;
+        }
+        let Some((now, followers)) = idle(me, g, alive, g.started()) else {
+            continue;
+        };
+        looked.insert(*id, now);
+        if seen.get(id) != Some(&now) {
+            continue;
+        }
+        for &f in &followers {
+            asks.entry(f).or_default().push(RestAsk {
+                group: *id,
+                term: now.term,
+                index: now.index,
+            });
+        }
+        candidates.push((*id, g, now, followers));
+    }
+    *seen = looked;
+    if candidates.is_empty() {
+        return;
+    }
+    let answers = futures_join(inner, me, asks).await;
+    let mut rested = 0usize;
+    for (id, g, now, followers) in candidates {
+        let agreed = followers
+            .iter()
+            .all(|f| answers.get(f).is_some_and(|set| set.contains(&id)));
+        if !agreed {
+            continue;
+        }
+        let still = |started| idle(me, g, alive, started).is_some_and(|(s, _)| s == now);
+        if g.sleep_if(now.term, now.index, true, still) {
+            rested += 1;
+        }
+    }
+    if rested > 0 {
+        tracing::debug!(groups = rested, "idle groups at rest");
+    }
+}
+
+/// Sends every follower its rest request at once; the groups each agreed to.
+async fn futures_join(
+    inner: &Inner,
+    me: u64,
+    asks: BTreeMap<u64, Vec<RestAsk>>,
+) -> HashMap<u64, BTreeSet<GroupId>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (follower, groups) in asks {
+        let peers = inner.peers.clone();
+        tasks.spawn(async move {
+            let request = RestRequest { leader: me, groups };
+            let agreed = peers.rest(follower, &request, REST_TIMEOUT).await;
+            (follower, agreed)
+        });
+    }
+    let mut answers = HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((follower, Ok(agreed))) = done {
+            answers.insert(follower, agreed.into_iter().collect());
+        }
+    }
+    answers
+}
