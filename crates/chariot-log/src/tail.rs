@@ -234,12 +234,13 @@ impl TailWorker {
         }
         let mut s = lock(&self.state);
         self.wake_at.store(u64::MAX, Ordering::Release);
-        if !s.nudged {
-            s.nudged = true;
-        }
+        let newly = !s.nudged;
+        s.nudged = true;
         let work = Self::work_in(&s);
         drop(s);
-        self.changed.notify_all();
+        if newly {
+            self.changed.notify_all();
+        }
         work
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chariot_log::{Log, LogConfig, SyncPolicy};
-use common::{batch, read_all, serial, value_for};
+use common::{batch, poll_until, read_all, serial, value_for};
 
 /// Tempdir on the disk the target directory is on (not a tmpfs), so extents are real.
 fn disk_tempdir() -> tempfile::TempDir {
@@ -216,19 +216,15 @@ fn write_behind_syncs_the_tail_without_a_flush() {
     // more depends on when it gets the CPU): of 20 MiB, at least the first 8 MiB must be
     // written back soon.
     let synced_to = (8u64 << 20) / 4096;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(Duration::from_secs(10), || {
         let list = extents(&path).unwrap();
         let pending: Vec<_> = list.iter().filter(|e| e.2 && e.0 < synced_to).collect();
         if pending.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("not written back after 10 s: {pending:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "not written back after 10 s: {pending:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chariot_log::{Log, LogConfig, SyncPolicy};
 use common::*;
@@ -27,14 +27,10 @@ fn log_threads() -> usize {
 
 /// Polls until no log thread is left (a liveness bound, not a speed assertion).
 fn wait_for_no_threads() {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log_threads() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "log threads still running after 30 s at rest"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_until(Duration::from_secs(30), || match log_threads() {
+        0 => Ok(()),
+        _ => Err("log threads still running after 30 s at rest".into()),
+    });
 }
 
 #[test]

@@ -346,7 +346,7 @@ async fn wait_all(raft: &PartitionRaft, index: u64, wait: Duration) -> Result<()
 pub struct RaftPartition {
     /// The log's name, for the error a sealed partition answers.
     log: String,
-    raft: PartitionRaft,
+    /// The group's Raft on this node, and whether its timers run.
     rest: Arc<Rest>,
     sm: PartitionStateMachine,
     peers: Peers,
@@ -366,7 +366,6 @@ impl RaftPartition {
     ) -> Self {
         Self {
             log: log.to_owned(),
-            raft: rest.raft().clone(),
             rest,
             sm,
             peers,
@@ -377,7 +376,7 @@ impl RaftPartition {
 
     /// The group's Raft handle.
     pub fn raft(&self) -> &PartitionRaft {
-        &self.raft
+        self.rest.raft()
     }
 
     /// Appends `entry`, answered once `acks` replicas have it (see [`Acks`]); for
@@ -536,7 +535,7 @@ impl RaftPartition {
             // Committed; a fetch here should see it, so wait (bounded) until it is
             // applied here too. Past the wait the ack still stands.
             let _ = self
-                .raft
+                .raft()
                 .wait(Some(APPLY_WAIT))
                 .applied_index_at_least(Some(proposed.index), "the ack applied here")
                 .await;

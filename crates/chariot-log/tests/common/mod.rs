@@ -132,3 +132,16 @@ pub fn flip(path: &std::path::Path, pos: u64) {
     f.read_exact_at(&mut b, pos).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], pos).unwrap();
 }
+
+/// Polls `check` every 50 ms until it returns `Ok`, failing the test with its last
+/// `Err` message once `timeout` has passed (a liveness bound, not a speed assertion).
+pub fn poll_until(timeout: std::time::Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let Err(why) = check() else {
+            return;
+        };
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
