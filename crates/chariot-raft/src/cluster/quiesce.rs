@@ -116,6 +116,11 @@ pub(super) async fn run(inner: Weak<Inner>) {
     }
 }
 
+/// Whether `node` counts as live: heard from lately, or not looked at yet.
+fn live(alive: &HashMap<u64, bool>, node: u64) -> bool {
+    alive.get(&node).copied().unwrap_or(true)
+}
+
 /// Resting groups led by `peer`, which stopped answering: one live voter (chosen by
 /// the group id, so that the load spreads) wakes to campaign at once, the others
 /// later.
@@ -131,7 +136,7 @@ fn went_away(me: u64, peer: u64, groups: &[(GroupId, Arc<Rest>)], alive: &HashMa
                 .membership_config
                 .membership()
                 .voter_ids()
-                .filter(|v| *v != peer && (*v == me || alive.get(v).copied().unwrap_or(true)))
+                .filter(|v| *v != peer && (*v == me || live(alive, *v)))
                 .collect();
             (m.current_leader, voters)
         };
@@ -214,7 +219,7 @@ fn idle(me: u64, g: &Rest, alive: &HashMap<u64, bool>, started: u64) -> Option<(
     let replication = m.replication.as_ref()?;
     let mut followers = Vec::new();
     for v in membership.voter_ids().filter(|v| *v != me) {
-        if !alive.get(&v).copied().unwrap_or(true) {
+        if !live(alive, v) {
             continue;
         }
         if replication.get(&v).map(at) != Some(Some(index)) {
@@ -268,7 +273,7 @@ async fn rest_idle(
     if candidates.is_empty() {
         return;
     }
-    let answers = futures_join(inner, me, asks).await;
+    let answers = ask_to_rest(inner, me, asks).await;
     let mut rested = 0usize;
     for (id, g, now, followers) in candidates {
         let agreed = followers
@@ -288,7 +293,7 @@ async fn rest_idle(
 }
 
 /// Sends every follower its rest request at once; the groups each agreed to.
-async fn futures_join(
+async fn ask_to_rest(
     inner: &Inner,
     me: u64,
     asks: BTreeMap<u64, Vec<RestAsk>>,

@@ -260,9 +260,11 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
     }
     // A replica at rest wakes for anything but a heartbeat of the leader it rests
     // under, after the request (an append from a leader restarts its election timer
-    // first); one asked for a vote leaves the campaign to the asker for a while.
+    // first); one asked for a vote leaves the campaign to the asker for a while. A
+    // forwarded write wakes the group in `propose_local`, once this node is known to
+    // lead it (a follower that only refuses stays at rest).
     let wake = match kind {
-        Kind::Append | Kind::Vote | Kind::PreVote => None,
+        Kind::Append | Kind::Vote | Kind::PreVote | Kind::Propose => None,
         _ => Some(g.rest.busy()),
     };
     let answered = handle_group(&g, kind, payload).await;
