@@ -73,6 +73,28 @@ fn a_log_at_rest_holds_no_thread_and_commits_again_when_work_comes() {
     assert_eq!(got, expected);
     log.close().unwrap();
     // Everything acknowledged is there after a reopen.
-    let log = Log::open(dir.path(), config).unwrap();
+    let log = Log::open(dir.path(), config.clone()).unwrap();
     assert_eq!(read_all(&log).len(), expected.len());
+    log.close().unwrap();
+
+    // A close with appends still queued: its last sync writes them, and no thread
+    // starts after the close joined them (one would hold the directory lock).
+    let mut total = expected.len();
+    for round in 0..60u64 {
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let pending: Vec<_> = (0..200)
+            .map(|i| {
+                let v = format!("c{round}-{i}").into_bytes();
+                log.submit(&mut [batch(std::slice::from_ref(&v))]).unwrap()
+            })
+            .collect();
+        log.close().unwrap();
+        assert_eq!(log_threads(), 0, "a thread of the log runs after its close");
+        for p in pending {
+            rt.block_on(p).unwrap();
+        }
+        total += 200;
+    }
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(read_all(&log).len(), total);
 }

@@ -226,17 +226,10 @@ impl Shared {
     /// Asks the commit thread to look for submitted appends without a leader, starting
     /// it if it is not running (group commit only; never once the log closes, whose
     /// last sync takes what is pending).
+    /// Not with the writer lock held (a failure to start the thread fails the pending
+    /// appends, which takes it): see [`Shared::wake_committer`].
     pub(super) fn notify_committer(&self) {
-        // Both SeqCst: if this reads `committer_spinning` set, the commit thread's later
-        // clear and its futex wait come after the bump, so the wait sees the word moved.
-        self.commit_word.fetch_add(1, Ordering::SeqCst);
-        if !self.committer_spinning.load(Ordering::SeqCst) {
-            let _ = futex::wake(&self.commit_word, futex::Flags::PRIVATE, 1);
-        }
-        if self.config.sync == SyncPolicy::GroupCommit
-            && !self.commit_stop.load(Ordering::Acquire)
-            && !self.committer.ensure(self, Shared::run_committer)
-        {
+        if !self.wake_committer() {
             // No thread to lead the syncs of submitted appends: they fail rather than
             // wait for ever (blocking appenders lead their own).
             self.fail_pending_with(SlotError::Write(
@@ -244,6 +237,20 @@ impl Shared {
                 "cannot start the log's commit thread".into(),
             ));
         }
+    }
+
+    /// Asks the commit thread to look for work, starting it if it is not running: false
+    /// if it had to start and could not. Safe with the writer lock held.
+    pub(super) fn wake_committer(&self) -> bool {
+        // Both SeqCst: if this reads `committer_spinning` set, the commit thread's later
+        // clear and its futex wait come after the bump, so the wait sees the word moved.
+        self.commit_word.fetch_add(1, Ordering::SeqCst);
+        if !self.committer_spinning.load(Ordering::SeqCst) {
+            let _ = futex::wake(&self.commit_word, futex::Flags::PRIVATE, 1);
+        }
+        self.config.sync != SyncPolicy::GroupCommit
+            || self.commit_stop.load(Ordering::Acquire)
+            || self.committer.ensure(self, Shared::run_committer)
     }
 
     /// The commit thread, out of work: spins until `until` for `commit_word` to move

@@ -313,9 +313,9 @@ impl Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
-        self.shared.committer.join();
+        self.shared.committer.close();
         self.shared.tail.stop();
-        self.shared.tail_thread.join();
+        self.shared.tail_thread.close();
         if self.shared.poisoned.load(Ordering::Acquire) {
             // No sync will run: appends still queued (submitted ones, whose futures may
             // outlive the log) are failed rather than left waiting.
@@ -370,9 +370,11 @@ impl Shared {
         tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
         self.poisoned.store(true, Ordering::Release);
         // Waiters check for poison whenever they wake: wake them all, and the commit
-        // thread, which fails the submitted appends no leader will take any more.
+        // thread, which fails the submitted appends no leader will take any more. (The
+        // writer lock may be held here: if no commit thread can start, those appends
+        // fail at the close instead.)
         self.wake.wake_all_groups();
-        self.notify_committer();
+        self.wake_committer();
         err
     }
 }

@@ -27,7 +27,15 @@ pub(super) struct Worker {
     /// The running thread's handle, and those of threads that exited or are exiting
     /// (joined at the next start once finished, and all at close: a thread that is
     /// still returning holds the log's state, and with it the directory lock).
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    handles: Mutex<Handles>,
+}
+
+#[derive(Default)]
+struct Handles {
+    threads: Vec<JoinHandle<()>>,
+    /// The log closed: no thread starts any more (one started after the last join
+    /// would hold the directory lock).
+    closed: bool,
 }
 
 impl Worker {
@@ -35,7 +43,7 @@ impl Worker {
         Self {
             name,
             running: AtomicBool::new(false),
-            handles: Mutex::new(Vec::new()),
+            handles: Mutex::new(Handles::default()),
         }
     }
 
@@ -57,17 +65,23 @@ impl Worker {
             self.running.store(false, Ordering::SeqCst);
             return true;
         };
+        // Under the lock that closing takes: a thread either starts before the close
+        // and is joined by it, or does not start.
+        let mut handles = lock(&self.handles);
+        if handles.closed {
+            self.running.store(false, Ordering::SeqCst);
+            return true;
+        }
         let spawned = std::thread::Builder::new()
             .name(self.name.into())
             .spawn(move || body(&me));
         match spawned {
             Ok(handle) => {
-                let mut handles = lock(&self.handles);
                 // Earlier threads that are done: joining them does not wait.
                 let (done, going): (Vec<_>, Vec<_>) =
-                    handles.drain(..).partition(JoinHandle::is_finished);
-                *handles = going;
-                handles.push(handle);
+                    handles.threads.drain(..).partition(JoinHandle::is_finished);
+                handles.threads = going;
+                handles.threads.push(handle);
                 drop(handles);
                 for t in done {
                     let _ = t.join();
@@ -75,6 +89,7 @@ impl Worker {
                 true
             }
             Err(e) => {
+                drop(handles);
                 self.running.store(false, Ordering::SeqCst);
                 tracing::error!(dir = %shared.dir.display(), thread = self.name, error = %e, "cannot start a log thread");
                 false
@@ -95,10 +110,15 @@ impl Worker {
             .is_err()
     }
 
-    /// Waits for every thread started (the caller told them to stop first).
-    pub(super) fn join(&self) {
-        let handles = std::mem::take(&mut *lock(&self.handles));
-        for t in handles {
+    /// Lets no thread start any more and waits for every thread started (the caller
+    /// told them to stop first).
+    pub(super) fn close(&self) {
+        let threads = {
+            let mut handles = lock(&self.handles);
+            handles.closed = true;
+            std::mem::take(&mut handles.threads)
+        };
+        for t in threads {
             let _ = t.join();
         }
     }

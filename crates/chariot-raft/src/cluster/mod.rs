@@ -408,6 +408,7 @@ impl Cluster {
 
     /// Stops every group of this node (the metadata group last).
     pub async fn shutdown(&self) {
+        self.inner.groups.quiet().leave();
         for task in [&self.inner.quiesce, &self.inner.fold] {
             let task = task.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(t) = task {
@@ -618,7 +619,7 @@ async fn open_member(
             group,
         ));
     }
-    let rest = Rest::new(raft.clone());
+    let rest = Rest::new(raft.clone(), group, Arc::clone(groups.quiet()));
     groups.insert(
         group,
         Group {
@@ -768,6 +769,9 @@ async fn lift_when_caught_up(
 async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
     let mut metrics = meta.metrics();
     loop {
+        // Taken before the fold: a change applied while it runs wakes the next one at
+        // once.
+        let seen = fold_key(&metrics.borrow_watched());
         match inner.upgrade() {
             Some(i) => {
                 // Sampled before the fold: what the fold then reads covers it.
@@ -802,7 +806,6 @@ async fn fold_loop(inner: Weak<Inner>, meta: PartitionRaft) {
         // Applied entries show in the metrics; the tick covers a missed change. Only
         // what a fold or a controller step reads counts (not the heartbeats, which
         // change the metrics ten times a second).
-        let seen = fold_key(&metrics.borrow_watched());
         let waited = tokio::time::timeout(Duration::from_secs(1), async {
             loop {
                 metrics.changed().await?;

@@ -10,8 +10,9 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
 use super::{Inner, META_GROUP};
+use crate::network::rest::Quiet;
 use crate::network::server::CAMPAIGN_STAGGER;
-use crate::network::wire::{RestAsk, RestRequest};
+use crate::network::wire::{PingAnswer, RestAsk, RestRequest};
 use crate::network::{GroupId, Rest};
 
 /// How often peers are pinged and their liveness looked at.
@@ -43,22 +44,34 @@ struct Seen {
     started: u64,
 }
 
+/// Every this many pings, the groups served here are looked at for a stopped Raft
+/// (told to the followers in the answer to their pings).
+const STOPPED_EVERY: u64 = 5;
+
+/// What the last ping of a peer brought.
+type News = Arc<Mutex<HashMap<u64, PingAnswer>>>;
+
 /// Runs until the node stops (the task is aborted) or its state is dropped.
 pub(super) async fn run(inner: Weak<Inner>) {
     let mut alive: HashMap<u64, bool> = HashMap::new();
     let mut seen: HashMap<GroupId, Seen> = HashMap::new();
     let pinging: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let news: News = Arc::default();
+    let mut stopped_seen: HashMap<u64, Vec<GroupId>> = HashMap::new();
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
-    let mut groups: Vec<(GroupId, Arc<Rest>)> = Vec::new();
+    let mut groups: Arc<Vec<(GroupId, Arc<Rest>)>> = Arc::default();
     let mut groups_at = u64::MAX;
+    // The round of rests under way (its own task, so that pings never wait on it).
+    let mut resting: Option<tokio::task::JoinHandle<HashMap<GroupId, Seen>>> = None;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
         let me = inner.config.node_id;
+        let quiet = Arc::clone(inner.groups.quiet());
         let nodes: Vec<u64> = inner
             .meta
             .raft
@@ -71,32 +84,34 @@ pub(super) async fn run(inner: Weak<Inner>) {
             .filter(|id| *id != me)
             .collect();
         for &peer in &nodes {
-            let first = pinging
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(peer);
+            let first = lock(&pinging).insert(peer);
             if first {
-                let (peers, pinging) = (inner.peers.clone(), Arc::clone(&pinging));
+                let (peers, pinging, news) =
+                    (inner.peers.clone(), Arc::clone(&pinging), Arc::clone(&news));
+                let wake = quiet.take_nudges(peer);
                 tokio::spawn(async move {
-                    let _ = peers.ping(peer, DOWN_AFTER).await;
-                    pinging
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&peer);
+                    if let Ok(answer) = peers.ping(peer, &wake, DOWN_AFTER).await {
+                        lock(&news).insert(peer, answer);
+                    }
+                    lock(&pinging).remove(&peer);
                 });
             }
         }
         // The list of groups is taken again only when it changed.
         if inner.groups.changes() != groups_at {
             groups_at = inner.groups.changes();
-            groups = inner.groups.rests(META_GROUP);
+            groups = Arc::new(inner.groups.rests(META_GROUP));
         }
+        let heard: HashMap<u64, PingAnswer> = lock(&news).clone();
         for &peer in &nodes {
-            let now = inner.peers.heard_within(peer, DOWN_AFTER);
-            match alive.insert(peer, now) {
+            let leaving = heard.get(&peer).is_some_and(|a| a.leaving);
+            let now = inner.peers.heard_within(peer, DOWN_AFTER) && !leaving;
+            let was = alive.insert(peer, now);
+            quiet.set_live(peer, now);
+            match was {
                 Some(true) if !now => {
-                    tracing::info!(node = peer, "peer stopped answering");
-                    went_away(me, peer, &groups, &alive);
+                    tracing::info!(node = peer, leaving, "peer stopped answering");
+                    went_away(me, peer, &groups, &quiet, |_| true);
                 }
                 Some(false) if now => {
                     tracing::info!(node = peer, "peer answers again");
@@ -104,29 +119,71 @@ pub(super) async fn run(inner: Weak<Inner>) {
                 }
                 _ => {}
             }
+            // Groups it led at rest whose Raft stopped there: elect another leader.
+            let stopped = heard
+                .get(&peer)
+                .map(|a| a.stopped.clone())
+                .unwrap_or_default();
+            if now && stopped_seen.get(&peer) != Some(&stopped) {
+                if !stopped.is_empty() {
+                    tracing::info!(node = peer, groups = ?stopped, "groups stopped on their leader");
+                    went_away(me, peer, &groups, &quiet, |id| stopped.contains(&id));
+                }
+                stopped_seen.insert(peer, stopped);
+            }
         }
         alive.retain(|id, _| nodes.contains(id));
+        stopped_seen.retain(|id, _| nodes.contains(id));
+        lock(&news).retain(|id, _| nodes.contains(id));
+        quiet.retain(&nodes);
         if round.is_multiple_of(MOVED_EVERY) {
             wake_moved(&groups);
         }
-        if round.is_multiple_of(REST_EVERY) {
-            rest_idle(&inner, &groups, &alive, &mut seen).await;
+        if round.is_multiple_of(STOPPED_EVERY) {
+            quiet.set_stopped(stopped_here(&groups));
+        }
+        if round.is_multiple_of(REST_EVERY) && resting.as_ref().is_none_or(|t| t.is_finished()) {
+            if let Some(done) = resting.take() {
+                seen = done.await.unwrap_or_default();
+            }
+            let (inner, groups, quiet) =
+                (Arc::clone(&inner), Arc::clone(&groups), Arc::clone(&quiet));
+            let last = std::mem::take(&mut seen);
+            resting = Some(tokio::spawn(async move {
+                rest_idle(&inner, &groups, &quiet, last).await
+            }));
         }
         round += 1;
     }
 }
 
-/// Whether `node` counts as live: heard from lately, or not looked at yet.
-fn live(alive: &HashMap<u64, bool>, node: u64) -> bool {
-    alive.get(&node).copied().unwrap_or(true)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Resting groups led by `peer`, which stopped answering: one live voter (chosen by
-/// the group id, so that the load spreads) wakes to campaign at once, the others
+/// The groups served here whose Raft stopped (their followers act on it only where
+/// they rest, or hold their election, under this node).
+fn stopped_here(groups: &[(GroupId, Arc<Rest>)]) -> Vec<GroupId> {
+    groups
+        .iter()
+        .filter(|(_, g)| g.raft().metrics().borrow_watched().running_state.is_err())
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Groups led by `peer` (which stopped answering, or whose Raft of them stopped) that
+/// rest here, or hold their election for it, and are `chosen`: one live voter (chosen
+/// by the group id, so that the load spreads) wakes to campaign at once, the others
 /// later.
-fn went_away(me: u64, peer: u64, groups: &[(GroupId, Arc<Rest>)], alive: &HashMap<u64, bool>) {
+fn went_away(
+    me: u64,
+    peer: u64,
+    groups: &[(GroupId, Arc<Rest>)],
+    quiet: &Quiet,
+    chosen: impl Fn(GroupId) -> bool,
+) {
     for (id, g) in groups {
-        if !g.is_resting() {
+        if !(g.is_resting() || g.is_held()) || !chosen(*id) {
             continue;
         }
         let (leader, voters) = {
@@ -136,16 +193,16 @@ fn went_away(me: u64, peer: u64, groups: &[(GroupId, Arc<Rest>)], alive: &HashMa
                 .membership_config
                 .membership()
                 .voter_ids()
-                .filter(|v| *v != peer && (*v == me || live(alive, *v)))
+                .filter(|v| *v != peer && (*v == me || quiet.is_live(*v)))
                 .collect();
             (m.current_leader, voters)
         };
         if leader != Some(peer) || voters.is_empty() {
             continue;
         }
-        let chosen = voters.get((*id as usize) % voters.len()).copied();
-        if chosen == Some(me) {
+        if voters.get((*id as usize) % voters.len()) == Some(&me) {
             tracing::debug!(group = id, "its leader went away: campaigning");
+            g.heard_leader();
             g.wake();
         } else {
             g.wake_later(CAMPAIGN_STAGGER);
@@ -198,7 +255,7 @@ fn wake_moved(groups: &[(GroupId, Arc<Rest>)]) {
 /// What makes an awake group led here idle: every live replica holds its last entry,
 /// which is committed and applied, its membership is settled and has no learners.
 /// `started`: the writes started here so far (part of what two looks compare).
-fn idle(me: u64, g: &Rest, alive: &HashMap<u64, bool>, started: u64) -> Option<(Seen, Vec<u64>)> {
+fn idle(me: u64, g: &Rest, quiet: &Quiet, started: u64) -> Option<(Seen, Vec<u64>)> {
     let m = g.raft().metrics();
     let m = m.borrow_watched();
     if m.state != ServerState::Leader || m.current_leader != Some(me) {
@@ -219,7 +276,7 @@ fn idle(me: u64, g: &Rest, alive: &HashMap<u64, bool>, started: u64) -> Option<(
     let replication = m.replication.as_ref()?;
     let mut followers = Vec::new();
     for v in membership.voter_ids().filter(|v| *v != me) {
-        if !live(alive, v) {
+        if !quiet.is_live(v) {
             continue;
         }
         if replication.get(&v).map(at) != Some(Some(index)) {
@@ -238,13 +295,13 @@ fn idle(me: u64, g: &Rest, alive: &HashMap<u64, bool>, started: u64) -> Option<(
 }
 
 /// Asks the followers of idle groups led here to rest, and rests those every live
-/// follower agreed to.
+/// follower agreed to. `seen`: what the last round looked at; what this one did.
 async fn rest_idle(
     inner: &Inner,
     groups: &[(GroupId, Arc<Rest>)],
-    alive: &HashMap<u64, bool>,
-    seen: &mut HashMap<GroupId, Seen>,
-) {
+    quiet: &Quiet,
+    seen: HashMap<GroupId, Seen>,
+) -> HashMap<GroupId, Seen> {
     let me = inner.config.node_id;
     let mut asks: BTreeMap<u64, Vec<RestAsk>> = BTreeMap::new();
     let mut candidates: Vec<(GroupId, &Arc<Rest>, Seen, Vec<u64>)> = Vec::new();
@@ -253,7 +310,7 @@ async fn rest_idle(
         if g.is_resting() {
             continue;
         }
-        let Some((now, followers)) = idle(me, g, alive, g.started()) else {
+        let Some((now, followers)) = idle(me, g, quiet, g.started()) else {
             continue;
         };
         looked.insert(*id, now);
@@ -269,9 +326,8 @@ async fn rest_idle(
         }
         candidates.push((*id, g, now, followers));
     }
-    *seen = looked;
-    if candidates.is_empty() {
-        return;
+    if candidates.is_empty() || quiet.leaving() {
+        return looked;
     }
     let answers = ask_to_rest(inner, me, asks).await;
     let mut rested = 0usize;
@@ -282,7 +338,7 @@ async fn rest_idle(
         if !agreed {
             continue;
         }
-        let still = |started| idle(me, g, alive, started).is_some_and(|(s, _)| s == now);
+        let still = |started| idle(me, g, quiet, started).is_some_and(|(s, _)| s == now);
         if g.sleep_if(now.term, now.index, true, still) {
             rested += 1;
         }
@@ -290,6 +346,7 @@ async fn rest_idle(
     if rested > 0 {
         tracing::debug!(groups = rested, "idle groups at rest");
     }
+    looked
 }
 
 /// Sends every follower its rest request at once; the groups each agreed to.

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::wire::{self, Chunk, Frame, Kind, RestRequest, SnapshotDone, RESPONSE};
+use super::wire::{self, Chunk, Frame, Kind, PingAnswer, RestRequest, SnapshotDone, RESPONSE};
 use super::GroupId;
 use crate::partition::{Proposal, Proposed, Refusal};
 use crate::state_machine::PartitionSnapshot;
@@ -346,9 +346,14 @@ impl Peers {
     }
 
     /// Asks node `target` whether it is there (any answer counts in
-    /// [`Peers::heard_within`]).
-    pub async fn ping(&self, target: u64, timeout: Duration) -> io::Result<()> {
-        self.rpc(target, Kind::Ping, 0, &(), timeout).await
+    /// [`Peers::heard_within`]), and to wake the groups `wake` that rest as led there.
+    pub async fn ping(
+        &self,
+        target: u64,
+        wake: &[GroupId],
+        timeout: Duration,
+    ) -> io::Result<PingAnswer> {
+        self.rpc(target, Kind::Ping, 0, &wake, timeout).await
     }
 
     /// Asks node `target` to let groups rest that this node leads; the ones it agreed

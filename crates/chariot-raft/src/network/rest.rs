@@ -18,19 +18,121 @@
 //! - every write, membership change or leadership transfer wakes its group first, and a
 //!   resting replica that receives anything but a heartbeat from its leader wakes.
 //!
+//! A follower that wakes alone (not for an append of its leader) finds its election
+//! timeout long passed: left to itself it would campaign at its next tick and depose a
+//! leader that merely rests. So while that leader answers pings, the follower holds its
+//! election ([`ELECT_HOLD`] at most, until its leader's first append) and asks the
+//! leader, with its next ping, to wake the group. A ping's answer names the groups of
+//! the answering node whose Raft stopped (a fatal storage error, a node shutting down),
+//! so that the followers resting under it elect another leader although the node still
+//! answers; a node shutting down says so, and counts as gone at once.
+//!
 //! Rest only ever stops timers: Raft's safety does not rest on them, and a group woken
 //! needlessly merely heartbeats again until it rests once more.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+
 use super::server::PartitionRaft;
+use super::GroupId;
+
+/// Longest a follower woken alone holds its election while its leader answers pings
+/// (see the module documentation): ample for a ping and the heartbeat it brings.
+pub const ELECT_HOLD: Duration = Duration::from_secs(2);
+
+/// What the groups at rest of one node share: which peers answer, what to tell them with
+/// the next ping, what to answer theirs.
+#[derive(Debug, Default)]
+pub struct Quiet {
+    /// Peers by id: whether they answered lately (kept by the rest driver; a peer not
+    /// looked at yet counts as live).
+    live: RwLock<HashMap<u64, bool>>,
+    /// Groups woken here as followers, by their leader: it should wake them too.
+    nudges: Mutex<HashMap<u64, BTreeSet<GroupId>>>,
+    /// Groups served here whose Raft stopped.
+    stopped: RwLock<Vec<GroupId>>,
+    /// This node is shutting down.
+    leaving: AtomicBool,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Quiet {
+    /// Whether peer `node` counts as live.
+    pub fn is_live(&self, node: u64) -> bool {
+        read(&self.live).get(&node).copied().unwrap_or(true)
+    }
+
+    /// Records whether peer `node` answers.
+    pub fn set_live(&self, node: u64, live: bool) {
+        write(&self.live).insert(node, live);
+    }
+
+    /// Forgets the peers not in `nodes`.
+    pub fn retain(&self, nodes: &[u64]) {
+        write(&self.live).retain(|id, _| nodes.contains(id));
+        lock(&self.nudges).retain(|id, _| nodes.contains(id));
+    }
+
+    /// Asks `leader`, with the next ping, to wake `group`.
+    fn nudge(&self, leader: u64, group: GroupId) {
+        lock(&self.nudges).entry(leader).or_default().insert(group);
+    }
+
+    /// The groups to ask `leader` to wake (forgotten here).
+    pub fn take_nudges(&self, leader: u64) -> Vec<GroupId> {
+        lock(&self.nudges)
+            .remove(&leader)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets the groups served here whose Raft stopped.
+    pub fn set_stopped(&self, groups: Vec<GroupId>) {
+        let mut s = write(&self.stopped);
+        if *s != groups {
+            *s = groups;
+        }
+    }
+
+    /// The groups served here whose Raft stopped.
+    pub fn stopped(&self) -> Vec<GroupId> {
+        read(&self.stopped).clone()
+    }
+
+    /// This node shuts down: its pings say so from now on, and it lets nothing rest.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// Whether this node shuts down.
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+}
 
 /// Whether a group's timers run, and the handle that starts and stops them.
 pub struct Rest {
     raft: PartitionRaft,
+    group: GroupId,
+    quiet: Arc<Quiet>,
     state: Mutex<State>,
+    /// Non-zero while its election is held (see [`ELECT_HOLD`]): which hold.
+    hold: AtomicU64,
     /// Mirrors `state.resting.is_some()`, for scans that skip resting groups.
     asleep: std::sync::atomic::AtomicBool,
     /// Bumped by every change, so that a wake planned for later is dropped if the
@@ -69,10 +171,14 @@ impl Drop for Busy {
 }
 
 impl Rest {
-    /// A group's rest control; groups start awake.
-    pub fn new(raft: PartitionRaft) -> Arc<Self> {
+    /// Group `group`'s rest control on a node whose groups share `quiet`; groups start
+    /// awake.
+    pub fn new(raft: PartitionRaft, group: GroupId, quiet: Arc<Quiet>) -> Arc<Self> {
         Arc::new(Self {
             raft,
+            group,
+            quiet,
+            hold: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             asleep: std::sync::atomic::AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -135,17 +241,76 @@ impl Rest {
         true
     }
 
-    /// Starts the group's timers again.
-    pub fn wake(&self) {
-        self.wake_locked(&mut self.lock());
+    /// Starts the group's timers again. A follower whose leader answers pings holds its
+    /// election meanwhile (see [`ELECT_HOLD`]); one whose leader is gone campaigns at its
+    /// next tick.
+    pub fn wake(self: &Arc<Self>) {
+        self.wake_locked(&mut self.lock(), false);
     }
 
-    fn wake_locked(&self, s: &mut State) {
+    /// Wakes the group for an append of its leader (its election timer restarted).
+    pub fn wake_by_leader(self: &Arc<Self>) {
+        self.wake_locked(&mut self.lock(), true);
+    }
+
+    fn wake_locked(self: &Arc<Self>, s: &mut State, by_leader: bool) {
         if s.resting.is_some() {
             self.epoch.fetch_add(1, Ordering::AcqRel);
             s.resting = None;
             self.asleep.store(false, Ordering::Release);
+            if !s.leading && !by_leader {
+                self.hold_if_leader_live();
+            } else if by_leader {
+                self.heard_leader();
+            }
             self.raft.runtime_config().tick(true);
+        } else if !by_leader && self.is_held() && self.leader_live().is_none() {
+            self.heard_leader();
+        }
+    }
+
+    /// The leader it follows, if that is another node that answers pings.
+    fn leader_live(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.current_leader
+            .filter(|l| *l != m.id && self.quiet.is_live(*l))
+    }
+
+    fn hold_if_leader_live(self: &Arc<Self>) {
+        let Some(leader) = self.leader_live() else {
+            self.heard_leader();
+            return;
+        };
+        // Names this hold (the epoch this wake moved to, never 0).
+        let hold = self.epoch.load(Ordering::Acquire).max(1);
+        self.hold.store(hold, Ordering::Release);
+        self.raft.runtime_config().elect(false);
+        self.quiet.nudge(leader, self.group);
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(ELECT_HOLD).await;
+            if let Some(rest) = me.upgrade() {
+                if rest
+                    .hold
+                    .compare_exchange(hold, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    rest.raft.runtime_config().elect(true);
+                }
+            }
+        });
+    }
+
+    /// Whether its election is held (see [`ELECT_HOLD`]).
+    pub fn is_held(&self) -> bool {
+        self.hold.load(Ordering::Acquire) != 0
+    }
+
+    /// Its leader was heard from (or is gone): the election is no longer held.
+    pub fn heard_leader(&self) {
+        if self.hold.swap(0, Ordering::AcqRel) != 0 {
+            self.raft.runtime_config().elect(true);
         }
     }
 
@@ -155,7 +320,7 @@ impl Rest {
         let mut s = self.lock();
         s.busy += 1;
         s.started += 1;
-        self.wake_locked(&mut s);
+        self.wake_locked(&mut s, false);
         Busy(Arc::clone(self))
     }
 
@@ -169,7 +334,7 @@ impl Rest {
             if let Some(rest) = me.upgrade() {
                 let mut s = rest.lock();
                 if rest.epoch.load(Ordering::Acquire) == seen {
-                    rest.wake_locked(&mut s);
+                    rest.wake_locked(&mut s, false);
                 }
             }
         });

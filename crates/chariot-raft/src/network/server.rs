@@ -18,8 +18,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use super::rest::Rest;
-use super::wire::{self, Chunk, Frame, Kind, RestRequest, SnapshotDone, RESPONSE};
+use super::rest::{Quiet, Rest};
+use super::wire::{self, Chunk, Frame, Kind, PingAnswer, RestRequest, SnapshotDone, RESPONSE};
 use super::GroupId;
 use crate::partition::{propose_local, Proposal, Proposed, Refusal};
 use crate::state_machine::{PartitionSnapshot, PartitionStateMachine};
@@ -92,6 +92,8 @@ pub struct Groups {
     admin: Arc<RwLock<Option<Weak<dyn AdminHandler>>>>,
     /// Bumped by every insert and remove.
     changes: Arc<std::sync::atomic::AtomicU64>,
+    /// What the groups at rest share (see [`super::rest`]).
+    quiet: Arc<Quiet>,
 }
 
 impl Groups {
@@ -120,6 +122,11 @@ impl Groups {
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         removed
+    }
+
+    /// What the groups at rest of this node share.
+    pub fn quiet(&self) -> &Arc<Quiet> {
+        &self.quiet
     }
 
     /// Moves with every insert and remove: a list taken from [`Groups::rests`] is
@@ -237,7 +244,12 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
                 None => answer::<()>(Err("this node is not a cluster member yet".into())),
             }
         }
-        Kind::Ping => return answer::<()>(Ok(())),
+        Kind::Ping => {
+            return match wire::decode::<Vec<GroupId>>(payload) {
+                Ok(wake) => answer::<PingAnswer>(Ok(ping(groups, &wake))),
+                Err(e) => answer::<()>(Err(e.to_string())),
+            }
+        }
         Kind::Rest => {
             return match wire::decode::<RestRequest>(payload) {
                 Ok(req) => answer::<Vec<GroupId>>(Ok(agree_to_rest(groups, &req))),
@@ -262,9 +274,10 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
     // under, after the request (an append from a leader restarts its election timer
     // first); one asked for a vote leaves the campaign to the asker for a while. A
     // forwarded write wakes the group in `propose_local`, once this node is known to
-    // lead it (a follower that only refuses stays at rest).
+    // lead it (a follower that only refuses stays at rest); a leadership transfer wakes
+    // only its target (the others wake by the new leader's first append).
     let wake = match kind {
-        Kind::Append | Kind::Vote | Kind::PreVote | Kind::Propose => None,
+        Kind::Append | Kind::Vote | Kind::PreVote | Kind::Propose | Kind::TransferLeader => None,
         _ => Some(g.rest.busy()),
     };
     let answered = handle_group(&g, kind, payload).await;
@@ -272,11 +285,33 @@ async fn handle(groups: &Groups, kind: Kind, group: GroupId, payload: &[u8]) -> 
     answered
 }
 
-/// A request's next step on a resting replica, once it is handled.
-fn after_append(g: &Group, req_term: u64, entries: bool) {
+/// An append's next step on this replica, once it is handled: one resting wakes for
+/// entries or another term, and one that holds its election (see
+/// [`super::rest::ELECT_HOLD`]) has heard from a leader.
+fn after_append(g: &Group, req_term: u64, entries: bool, accepted: bool) {
+    if !accepted {
+        return;
+    }
     match g.rest.resting() {
-        Some((term, _)) if entries || term != req_term => g.rest.wake(),
-        _ => {}
+        Some((term, _)) if entries || term != req_term => g.rest.wake_by_leader(),
+        _ => g.rest.heard_leader(),
+    }
+}
+
+/// Answers a peer's ping: wakes the groups it asks for that rest as led here (a
+/// follower of theirs woke alone), and names the groups served here whose Raft
+/// stopped.
+fn ping(groups: &Groups, wake: &[GroupId]) -> PingAnswer {
+    for id in wake {
+        if let Some(g) = groups.get(*id) {
+            if g.rest.resting_leader().is_some() {
+                g.rest.wake();
+            }
+        }
+    }
+    PingAnswer {
+        stopped: groups.quiet.stopped(),
+        leaving: groups.quiet.leaving(),
     }
 }
 
@@ -290,6 +325,11 @@ pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(1500);
 /// `req.leader` in that term and holds, and knows committed, the leader's last index.
 fn agree_to_rest(groups: &Groups, req: &RestRequest) -> Vec<GroupId> {
     let mut agreed = Vec::new();
+    // A leader this node counts as gone would never be noticed going away again; a
+    // node shutting down lets nothing rest.
+    if !groups.quiet.is_live(req.leader) || groups.quiet.leaving() {
+        return agreed;
+    }
     for ask in &req.groups {
         let Some(g) = groups.get(ask.group) else {
             continue;
@@ -317,9 +357,15 @@ async fn handle_group(g: &Group, kind: Kind, payload: &[u8]) -> Vec<u8> {
         Kind::Append => match wire::decode::<AppendEntriesRequest<TypeConfig>>(payload) {
             Ok(req) => {
                 let (term, entries) = (req.vote.leader_id().term, !req.entries.is_empty());
-                let r = answer(g.raft.append_entries(req).await.map_err(|e| e.to_string()));
-                after_append(g, term, entries);
-                r
+                let r = g.raft.append_entries(req).await;
+                let accepted = matches!(
+                    r,
+                    Ok(openraft::raft::AppendEntriesResponse::Success
+                        | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+                        | openraft::raft::AppendEntriesResponse::Conflict)
+                );
+                after_append(g, term, entries, accepted);
+                answer(r.map_err(|e| e.to_string()))
             }
             Err(e) => answer::<()>(Err(e.to_string())),
         },
@@ -340,12 +386,16 @@ async fn handle_group(g: &Group, kind: Kind, payload: &[u8]) -> Vec<u8> {
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::TransferLeader => match wire::decode::<TransferLeaderRequest<TypeConfig>>(payload) {
-            Ok(req) => answer(
-                g.raft
-                    .handle_transfer_leader(req)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
+            Ok(req) => {
+                let target = *req.to_node_id() == g.raft.metrics().borrow_watched().id;
+                let _busy = target.then(|| g.rest.busy());
+                answer(
+                    g.raft
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
             Err(e) => answer::<()>(Err(e.to_string())),
         },
         Kind::SnapshotChunk => match wire::decode::<Chunk>(payload) {

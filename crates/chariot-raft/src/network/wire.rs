@@ -48,8 +48,9 @@ pub enum Kind {
     /// A leader asks a follower to let idle groups rest ([`RestRequest`], group
     /// ignored); the answer lists the groups that agreed (see [`super::rest`]).
     Rest = 10,
-    /// Is the node there? Answered at once (group and payload ignored): the failure
-    /// detector of groups at rest.
+    /// Is the node there? Answered at once with a [`PingAnswer`] (group ignored): the
+    /// failure detector of groups at rest. The payload lists groups to wake that rest
+    /// as led by the receiver (a follower of theirs woke alone).
     Ping = 11,
 }
 
@@ -93,6 +94,16 @@ pub struct RestRequest {
     pub leader: u64,
     /// The groups, each at the leader's term and last (committed) index.
     pub groups: Vec<RestAsk>,
+}
+
+/// The answer to a [`Kind::Ping`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingAnswer {
+    /// Groups of the answering node whose Raft stopped: the followers resting under it
+    /// elect another leader.
+    pub stopped: Vec<u64>,
+    /// The answering node is shutting down: it counts as gone.
+    pub leaving: bool,
 }
 
 /// One group of a [`RestRequest`].

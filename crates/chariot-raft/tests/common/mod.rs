@@ -98,7 +98,7 @@ pub async fn start(id: u64, dir: &Path, addr: Option<&str>) -> Node {
             raft: raft.clone(),
             incoming: dir.join("incoming"),
             quarantine: None,
-            rest: chariot_raft::network::Rest::new(raft.clone()),
+            rest: chariot_raft::network::Rest::new(raft.clone(), GROUP, Arc::clone(groups.quiet())),
         },
     );
     Node {
