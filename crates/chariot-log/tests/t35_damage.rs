@@ -280,3 +280,37 @@ fn repair_reports_a_torn_tail_and_refuses_an_open_log() {
     assert_eq!(log.next_offset(), 4);
     assert_eq!(log.recovery_report().len(), 1);
 }
+
+/// A batch that lies in the preallocated (fallocated, otherwise never written) rest of
+/// the active segment is found: recovery reads only the file's data extents there, and
+/// this one is data.
+#[test]
+fn a_batch_inside_the_preallocated_rest_of_the_active_segment_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = write_log(dir.path(), 10, 1000);
+    let path = segment(dir.path(), 0);
+    let starts = batch_starts(&path);
+    let end = std::fs::metadata(&path).unwrap().len();
+    let bytes = std::fs::read(&path).unwrap();
+    let last = bytes[starts[9] as usize..end as usize].to_vec();
+    // Batches 8 and 9 zeroed where they were, 9 again 8 MiB in, inside 16 MiB of
+    // unwritten extents (as a crash leaves a preallocated segment).
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 16 << 20).unwrap();
+    f.write_all_at(&vec![0u8; (end - starts[8]) as usize], starts[8])
+        .unwrap();
+    let at = 8u64 << 20;
+    f.write_all_at(&last, at).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    let log = Log::open(dir.path(), cfg()).unwrap();
+    let d = log
+        .damage()
+        .cloned()
+        .expect("the batch after the zeros is found");
+    assert_eq!((d.position, d.offset), (starts[8], 8));
+    assert_eq!((d.resumes_at, d.resumes_offset), (at, 9));
+    assert_eq!(read_all(&log), all[..8].to_vec());
+    log.close().unwrap();
+}

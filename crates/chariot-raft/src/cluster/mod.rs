@@ -1166,8 +1166,23 @@ impl Inner {
         if image.logs.contains_key(name) {
             return Err(BrokerError::LogExists(name.to_string()));
         }
-        let mut members = self.members();
-        members.retain(|id, _| !image.removed.contains(id));
+        // A node just started may not know the metadata group's members yet.
+        let deadline = tokio::time::Instant::now() + crate::partition::LEADER_WAIT;
+        let members = loop {
+            let mut members = self.members();
+            members.retain(|id, _| !image.removed.contains(id));
+            if !members.is_empty() {
+                break members;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Busy(
+                    "this node does not know the cluster's members yet (it is starting); \
+                     try again"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let replicas = image::place(&members, partitions, image.next_group);
         let event = MetaEvent::CreateLog {
             name: name.to_string(),
@@ -1177,7 +1192,12 @@ impl Inner {
         match image.logs.get(name) {
             Some(l) if l.created_at == offset => Ok(()),
             // Another create of the same name came first.
-            _ => Err(BrokerError::LogExists(name.to_string())),
+            Some(_) => Err(BrokerError::LogExists(name.to_string())),
+            // Folded and skipped (the image it was placed from changed meanwhile).
+            None => Err(BrokerError::Busy(format!(
+                "the cluster did not take the create of log {name} (its membership changed \
+                 meanwhile); try again"
+            ))),
         }
     }
 

@@ -63,8 +63,9 @@ pub(super) async fn run(inner: Weak<Inner>) {
     let mut round: u64 = 0;
     let mut groups: Arc<Vec<(GroupId, Arc<Rest>)>> = Arc::default();
     let mut groups_at = u64::MAX;
-    // The round of rests under way (its own task, so that pings never wait on it).
-    let mut resting: Option<tokio::task::JoinHandle<HashMap<GroupId, Seen>>> = None;
+    // The round of rests under way (its own task, so that pings never wait on it;
+    // aborted with this one).
+    let mut resting: Option<AbortOnDrop<HashMap<GroupId, Seen>>> = None;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else {
@@ -104,11 +105,14 @@ pub(super) async fn run(inner: Weak<Inner>) {
         }
         let heard: HashMap<u64, PingAnswer> = lock(&news).clone();
         for &peer in &nodes {
+            // One shutting down may still answer (it votes, it would refuse to rest):
+            // live for the groups it follows, gone for those it led.
             let leaving = heard.get(&peer).is_some_and(|a| a.leaving);
-            let now = inner.peers.heard_within(peer, DOWN_AFTER) && !leaving;
-            let was = alive.insert(peer, now);
-            quiet.set_live(peer, now);
-            match was {
+            let answers = inner.peers.heard_within(peer, DOWN_AFTER);
+            quiet.set_live(peer, answers);
+            quiet.set_leaving(peer, leaving);
+            let now = answers && !leaving;
+            match alive.insert(peer, now) {
                 Some(true) if !now => {
                     tracing::info!(node = peer, leaving, "peer stopped answering");
                     went_away(me, peer, &groups, &quiet, |_| true);
@@ -142,18 +146,27 @@ pub(super) async fn run(inner: Weak<Inner>) {
         if round.is_multiple_of(STOPPED_EVERY) {
             quiet.set_stopped(stopped_here(&groups));
         }
-        if round.is_multiple_of(REST_EVERY) && resting.as_ref().is_none_or(|t| t.is_finished()) {
-            if let Some(done) = resting.take() {
-                seen = done.await.unwrap_or_default();
+        if round.is_multiple_of(REST_EVERY) && resting.as_ref().is_none_or(|t| t.0.is_finished()) {
+            if let Some(mut done) = resting.take() {
+                seen = (&mut done.0).await.unwrap_or_default();
             }
             let (inner, groups, quiet) =
                 (Arc::clone(&inner), Arc::clone(&groups), Arc::clone(&quiet));
             let last = std::mem::take(&mut seen);
-            resting = Some(tokio::spawn(async move {
+            resting = Some(AbortOnDrop(tokio::spawn(async move {
                 rest_idle(&inner, &groups, &quiet, last).await
-            }));
+            })));
         }
         round += 1;
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -193,7 +206,7 @@ fn went_away(
                 .membership_config
                 .membership()
                 .voter_ids()
-                .filter(|v| *v != peer && (*v == me || quiet.is_live(*v)))
+                .filter(|v| *v != peer && (*v == me || quiet.is_live(*v) && !quiet.is_leaving(*v)))
                 .collect();
             (m.current_leader, voters)
         };
@@ -202,10 +215,9 @@ fn went_away(
         }
         if voters.get((*id as usize) % voters.len()) == Some(&me) {
             tracing::debug!(group = id, "its leader went away: campaigning");
-            g.heard_leader();
-            g.wake();
+            g.wake_to_campaign();
         } else {
-            g.wake_later(CAMPAIGN_STAGGER);
+            g.wake_later(CAMPAIGN_STAGGER, true);
         }
     }
 }
@@ -256,6 +268,9 @@ fn wake_moved(groups: &[(GroupId, Arc<Rest>)]) {
 /// which is committed and applied, its membership is settled and has no learners.
 /// `started`: the writes started here so far (part of what two looks compare).
 fn idle(me: u64, g: &Rest, quiet: &Quiet, started: u64) -> Option<(Seen, Vec<u64>)> {
+    if quiet.leaving() {
+        return None;
+    }
     let m = g.raft().metrics();
     let m = m.borrow_watched();
     if m.state != ServerState::Leader || m.current_leader != Some(me) {
@@ -276,6 +291,11 @@ fn idle(me: u64, g: &Rest, quiet: &Quiet, started: u64) -> Option<(Seen, Vec<u64
     let replication = m.replication.as_ref()?;
     let mut followers = Vec::new();
     for v in membership.voter_ids().filter(|v| *v != me) {
+        // One shutting down would not agree, and would campaign later without
+        // heartbeats: nothing rests until it is gone.
+        if quiet.is_leaving(v) {
+            return None;
+        }
         if !quiet.is_live(v) {
             continue;
         }
@@ -338,7 +358,10 @@ async fn rest_idle(
         if !agreed {
             continue;
         }
-        let still = |started| idle(me, g, quiet, started).is_some_and(|(s, _)| s == now);
+        // Unchanged, with the same followers (one that came back meanwhile was not
+        // asked).
+        let still =
+            |started| idle(me, g, quiet, started).is_some_and(|(s, f)| s == now && f == followers);
         if g.sleep_if(now.term, now.index, true, still) {
             rested += 1;
         }

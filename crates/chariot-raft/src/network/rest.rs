@@ -23,9 +23,10 @@
 //! leader that merely rests. So while that leader answers pings, the follower holds its
 //! election ([`ELECT_HOLD`] at most, until its leader's first append) and asks the
 //! leader, with its next ping, to wake the group. A ping's answer names the groups of
-//! the answering node whose Raft stopped (a fatal storage error, a node shutting down),
-//! so that the followers resting under it elect another leader although the node still
-//! answers; a node shutting down says so, and counts as gone at once.
+//! the answering node whose Raft stopped (a fatal storage error, say), so that the
+//! followers resting under it elect another leader although the node still answers; a
+//! node shutting down says so: it counts as gone for the groups it led, and groups it
+//! belongs to do not rest meanwhile.
 //!
 //! Rest only ever stops timers: Raft's safety does not rest on them, and a group woken
 //! needlessly merely heartbeats again until it rests once more.
@@ -55,6 +56,8 @@ pub struct Quiet {
     nudges: Mutex<HashMap<u64, BTreeSet<GroupId>>>,
     /// Groups served here whose Raft stopped.
     stopped: RwLock<Vec<GroupId>>,
+    /// Peers whose last ping answer said they shut down.
+    peers_leaving: RwLock<BTreeSet<u64>>,
     /// This node is shutting down.
     leaving: AtomicBool,
 }
@@ -82,9 +85,28 @@ impl Quiet {
         write(&self.live).insert(node, live);
     }
 
+    /// Whether peer `node` said it shuts down (it may still answer): it counts as gone
+    /// for the groups it led, and groups it belongs to do not rest.
+    pub fn is_leaving(&self, node: u64) -> bool {
+        read(&self.peers_leaving).contains(&node)
+    }
+
+    /// Records whether peer `node` said it shuts down.
+    pub fn set_leaving(&self, node: u64, leaving: bool) {
+        if leaving != self.is_leaving(node) {
+            let mut l = write(&self.peers_leaving);
+            if leaving {
+                l.insert(node);
+            } else {
+                l.remove(&node);
+            }
+        }
+    }
+
     /// Forgets the peers not in `nodes`.
     pub fn retain(&self, nodes: &[u64]) {
         write(&self.live).retain(|id, _| nodes.contains(id));
+        write(&self.peers_leaving).retain(|id| nodes.contains(id));
         lock(&self.nudges).retain(|id, _| nodes.contains(id));
     }
 
@@ -131,8 +153,8 @@ pub struct Rest {
     group: GroupId,
     quiet: Arc<Quiet>,
     state: Mutex<State>,
-    /// Non-zero while its election is held (see [`ELECT_HOLD`]): which hold.
-    hold: AtomicU64,
+    /// Mirrors `state.hold != 0`, for checks without the lock.
+    held: AtomicBool,
     /// Mirrors `state.resting.is_some()`, for scans that skip resting groups.
     asleep: std::sync::atomic::AtomicBool,
     /// Bumped by every change, so that a wake planned for later is dropped if the
@@ -150,6 +172,19 @@ struct State {
     busy: usize,
     /// Writes and changes started on this replica so far.
     started: u64,
+    /// Non-zero while its election is held (see [`ELECT_HOLD`]): which hold.
+    hold: u64,
+}
+
+/// Why a group wakes.
+#[derive(Clone, Copy)]
+enum Why {
+    /// An append of its leader.
+    Leader,
+    /// Its leader is gone: it may campaign at once.
+    Campaign,
+    /// Anything else: a follower holds its election while its leader answers.
+    Alone,
 }
 
 impl std::fmt::Debug for Rest {
@@ -178,7 +213,7 @@ impl Rest {
             raft,
             group,
             quiet,
-            hold: AtomicU64::new(0),
+            held: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             asleep: std::sync::atomic::AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -245,58 +280,66 @@ impl Rest {
     /// election meanwhile (see [`ELECT_HOLD`]); one whose leader is gone campaigns at its
     /// next tick.
     pub fn wake(self: &Arc<Self>) {
-        self.wake_locked(&mut self.lock(), false);
+        self.wake_locked(&mut self.lock(), Why::Alone);
     }
 
     /// Wakes the group for an append of its leader (its election timer restarted).
     pub fn wake_by_leader(self: &Arc<Self>) {
-        self.wake_locked(&mut self.lock(), true);
+        self.wake_locked(&mut self.lock(), Why::Leader);
     }
 
-    fn wake_locked(self: &Arc<Self>, s: &mut State, by_leader: bool) {
-        if s.resting.is_some() {
+    /// Wakes the group to campaign at its next tick: its leader went away (or its Raft
+    /// stopped there), whether or not that node still answers pings.
+    pub fn wake_to_campaign(self: &Arc<Self>) {
+        self.wake_locked(&mut self.lock(), Why::Campaign);
+    }
+
+    fn wake_locked(self: &Arc<Self>, s: &mut State, why: Why) {
+        let woke = s.resting.is_some();
+        if woke {
             self.epoch.fetch_add(1, Ordering::AcqRel);
             s.resting = None;
             self.asleep.store(false, Ordering::Release);
-            if !s.leading && !by_leader {
-                self.hold_if_leader_live();
-            } else if by_leader {
-                self.heard_leader();
-            }
+        }
+        match why {
+            Why::Leader | Why::Campaign => self.release_locked(s),
+            Why::Alone if woke && !s.leading => self.hold_if_leader_live(s),
+            // Awake already: a hold whose leader is gone ends.
+            Why::Alone if s.hold != 0 && self.leader_live().is_none() => self.release_locked(s),
+            Why::Alone => {}
+        }
+        if woke {
             self.raft.runtime_config().tick(true);
-        } else if !by_leader && self.is_held() && self.leader_live().is_none() {
-            self.heard_leader();
         }
     }
 
-    /// The leader it follows, if that is another node that answers pings.
+    /// The leader it follows, if that is another node that answers pings (and is not
+    /// shutting down).
     fn leader_live(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         m.current_leader
-            .filter(|l| *l != m.id && self.quiet.is_live(*l))
+            .filter(|l| *l != m.id && self.quiet.is_live(*l) && !self.quiet.is_leaving(*l))
     }
 
-    fn hold_if_leader_live(self: &Arc<Self>) {
+    fn hold_if_leader_live(self: &Arc<Self>, s: &mut State) {
         let Some(leader) = self.leader_live() else {
-            self.heard_leader();
+            self.release_locked(s);
             return;
         };
         // Names this hold (the epoch this wake moved to, never 0).
         let hold = self.epoch.load(Ordering::Acquire).max(1);
-        self.hold.store(hold, Ordering::Release);
+        s.hold = hold;
+        self.held.store(true, Ordering::Release);
         self.raft.runtime_config().elect(false);
         self.quiet.nudge(leader, self.group);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(ELECT_HOLD).await;
             if let Some(rest) = me.upgrade() {
-                if rest
-                    .hold
-                    .compare_exchange(hold, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    rest.raft.runtime_config().elect(true);
+                let mut s = rest.lock();
+                if s.hold == hold {
+                    rest.release_locked(&mut s);
                 }
             }
         });
@@ -304,12 +347,22 @@ impl Rest {
 
     /// Whether its election is held (see [`ELECT_HOLD`]).
     pub fn is_held(&self) -> bool {
-        self.hold.load(Ordering::Acquire) != 0
+        self.held.load(Ordering::Acquire)
     }
 
-    /// Its leader was heard from (or is gone): the election is no longer held.
+    /// Its leader was heard from: the election is no longer held.
     pub fn heard_leader(&self) {
-        if self.hold.swap(0, Ordering::AcqRel) != 0 {
+        if self.is_held() {
+            self.release_locked(&mut self.lock());
+        }
+    }
+
+    /// Ends the hold, if any (under the lock, as holds start: a release cannot pass a
+    /// hold that started before it and leave elections off).
+    fn release_locked(&self, s: &mut State) {
+        if s.hold != 0 {
+            s.hold = 0;
+            self.held.store(false, Ordering::Release);
             self.raft.runtime_config().elect(true);
         }
     }
@@ -320,13 +373,14 @@ impl Rest {
         let mut s = self.lock();
         s.busy += 1;
         s.started += 1;
-        self.wake_locked(&mut s, false);
+        self.wake_locked(&mut s, Why::Alone);
         Busy(Arc::clone(self))
     }
 
     /// Wakes the group after `delay`, unless it woke or rested again meanwhile: for a
-    /// replica that should leave the next campaign to another.
-    pub fn wake_later(self: &Arc<Self>, delay: Duration) {
+    /// replica that should leave the next campaign to another. `campaign`: as
+    /// [`Rest::wake_to_campaign`] (its leader is gone), else as [`Rest::wake`].
+    pub fn wake_later(self: &Arc<Self>, delay: Duration, campaign: bool) {
         let seen = self.epoch.load(Ordering::Acquire);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -334,7 +388,8 @@ impl Rest {
             if let Some(rest) = me.upgrade() {
                 let mut s = rest.lock();
                 if rest.epoch.load(Ordering::Acquire) == seen {
-                    rest.wake_locked(&mut s, false);
+                    let why = if campaign { Why::Campaign } else { Why::Alone };
+                    rest.wake_locked(&mut s, why);
                 }
             }
         });

@@ -372,7 +372,7 @@ async fn handle_group(g: &Group, kind: Kind, payload: &[u8]) -> Vec<u8> {
         Kind::Vote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
             Ok(req) => {
                 let r = answer(g.raft.vote(req).await.map_err(|e| e.to_string()));
-                g.rest.wake_later(CAMPAIGN_STAGGER);
+                g.rest.wake_later(CAMPAIGN_STAGGER, false);
                 r
             }
             Err(e) => answer::<()>(Err(e.to_string())),
@@ -380,7 +380,7 @@ async fn handle_group(g: &Group, kind: Kind, payload: &[u8]) -> Vec<u8> {
         Kind::PreVote => match wire::decode::<VoteRequest<TypeConfig>>(payload) {
             Ok(req) => {
                 let r = answer(g.raft.pre_vote(req).await.map_err(|e| e.to_string()));
-                g.rest.wake_later(CAMPAIGN_STAGGER);
+                g.rest.wake_later(CAMPAIGN_STAGGER, false);
                 r
             }
             Err(e) => answer::<()>(Err(e.to_string())),
