@@ -26,9 +26,10 @@
 //! writer (and fdatasyncs them) in chunks, keeping [`MARGIN`] bytes away from the tail,
 //! so the writer mostly overwrites written blocks. It is lazy and bounded, so that it
 //! costs only where it pays:
-//! - it starts with the first write to a segment (an idle partition costs nothing) and
-//!   keeps at most [`LOOKAHEAD`] bytes zeroed ahead of the tail, woken by the writer as
-//!   the tail advances: the extra disk writes track the data written;
+//! - it starts once a segment's tail passed [`START_AFTER`] (an idle partition, or one
+//!   that writes little, costs nothing) and keeps at most [`LOOKAHEAD`] bytes zeroed
+//!   ahead of the tail, woken by the writer as the tail advances: the extra disk writes
+//!   track the data written;
 //! - it zeroes only while the log's syncs are small (an average under [`SMALL_SYNC`]
 //!   bytes): a bulk writer syncing hundreds of kilobytes at a time gains little from it
 //!   and would lose half its disk bandwidth to the zeros.
@@ -59,6 +60,11 @@ pub(crate) const CHUNK: u64 = 1 << 20;
 pub(crate) const MARGIN: u64 = 1 << 20;
 /// How far past the margin the zeros reach at most (at most a quarter of a segment).
 pub(crate) const LOOKAHEAD: u64 = 4 << 20;
+/// Zero-fill starts only once the tail of a segment passed this point (at most an
+/// eighth of a segment): a log that writes little (a partition group just created, an
+/// idle one taking a trickle of records) pays no zeros, which would otherwise cost each
+/// of a thousand new groups megabytes of writes.
+pub(crate) const START_AFTER: u64 = 1 << 20;
 /// Average bytes per sync below which zeroing pays.
 pub(crate) const SMALL_SYNC: u64 = 256 << 10;
 /// Bytes written between two write-behind syncs (at most a quarter of a segment).
@@ -84,6 +90,8 @@ pub(crate) struct TailWorker {
     wake_at: AtomicU64,
     /// Moving average of the bytes each sync covered (updated by the writer).
     sync_bytes: AtomicU64,
+    /// Where the first wake of a segment is (see [`START_AFTER`]).
+    first_wake: u64,
 }
 
 struct State {
@@ -115,7 +123,12 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl TailWorker {
-    pub(crate) fn new(mode: Mode, target: Option<Arc<Segment>>) -> Self {
+    /// The worker of a log with segments of `segment_bytes`.
+    pub(crate) fn new(mode: Mode, target: Option<Arc<Segment>>, segment_bytes: u64) -> Self {
+        let first_wake = match mode {
+            Mode::ZeroFill => START_AFTER.min(segment_bytes / 8),
+            Mode::WriteBehind => 0,
+        };
         Self {
             mode,
             state: Mutex::new(State {
@@ -127,9 +140,10 @@ impl TailWorker {
             }),
             changed: Condvar::new(),
             busy_from: AtomicU64::new(u64::MAX),
-            // The first write wakes the zeroer.
-            wake_at: AtomicU64::new(0),
+            // The first write (past the start of zero-fill) wakes the worker.
+            wake_at: AtomicU64::new(first_wake),
             sync_bytes: AtomicU64::new(0),
+            first_wake,
         }
     }
 
@@ -167,6 +181,11 @@ impl TailWorker {
         let chunk = CHUNK.min(segment_bytes / 4);
         let lookahead = LOOKAHEAD.min(segment_bytes / 4);
         let end = file_len.min(segment_bytes);
+        if tail < self.first_wake {
+            s.nudged = false;
+            self.wake_at.store(self.first_wake, Ordering::Release);
+            return Claim::Idle;
+        }
         let from = s.next.max((tail + margin).next_multiple_of(4096));
         if from >= end {
             s.target = None;
@@ -267,7 +286,7 @@ impl TailWorker {
         s.target = target;
         s.next = 0;
         s.nudged = false;
-        self.wake_at.store(0, Ordering::Release);
+        self.wake_at.store(self.first_wake, Ordering::Release);
     }
 
     /// Stops the zeroing thread (after its chunk in progress).

@@ -124,18 +124,29 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
         ..LogConfig::default()
     };
     let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    // A little written: no zeros yet (zero-fill starts once the tail passed 1 MiB).
     for i in 0..10 {
         log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
     }
     let Some(path) = observable_first_segment(&log) else {
         return;
     };
+    std::thread::sleep(Duration::from_millis(300));
+    let written: Vec<_> = extents(&path)
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.2 && e.0 >= (1 << 20) / 4096)
+        .collect();
+    assert!(written.is_empty(), "zeros before the tail passed 1 MiB: {written:?}");
+    for i in 10..1200 {
+        log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
+    }
     // Margin 1 MiB, look-ahead 4 MiB: zeroing starts 1 MiB past the tail as it was when
-    // the thread first looked (somewhere between empty and the 10 records), and blocks up
-    // to 5 MiB get zeroed soon; the rest of the segment is left for later.
+    // the thread first looked (between 1 MiB and the last record), and blocks up to
+    // 6 MiB get zeroed soon; the rest of the segment is left for later.
     let data = log.segments()[0].size;
     let lo = (data + (1 << 20)).div_ceil(4096);
-    let hi = (5u64 << 20) / 4096 - 1;
+    let hi = (6u64 << 20) / 4096 - 1;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = extents(&path).unwrap();
@@ -163,12 +174,12 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
     // The data is untouched and the zeros read as preallocation on reopen.
     drop(log);
     let log = Log::open(dir.path(), cfg).unwrap();
-    assert_eq!(read_all(&log).len(), 10);
+    assert_eq!(read_all(&log).len(), 1200);
     assert!(log.recovery_report().is_empty());
-    for i in 10..20 {
+    for i in 1200..1210 {
         log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
     }
-    assert_eq!(read_all(&log).len(), 20);
+    assert_eq!(read_all(&log).len(), 1210);
 }
 
 #[test]

@@ -194,7 +194,11 @@ impl Log {
                 Mode::WriteBehind => true,
                 Mode::ZeroFill => config.zero_fill_ahead && tail::zero_fill_pays(active.file()),
             };
-        let tail = TailWorker::new(mode, tail_enabled.then(|| Arc::clone(&active)));
+        let tail = TailWorker::new(
+            mode,
+            tail_enabled.then(|| Arc::clone(&active)),
+            config.segment_bytes,
+        );
 
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
