@@ -137,7 +137,10 @@ fn blocks_ahead_of_the_tail_are_written_not_just_preallocated() {
         .into_iter()
         .filter(|e| !e.2 && e.0 >= (1 << 20) / 4096)
         .collect();
-    assert!(written.is_empty(), "zeros before the tail passed 1 MiB: {written:?}");
+    assert!(
+        written.is_empty(),
+        "zeros before the tail passed 1 MiB: {written:?}"
+    );
     for i in 10..1200 {
         log.append(&mut batch(&[value_for(i, 1000)])).unwrap();
     }
