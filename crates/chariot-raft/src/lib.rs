@@ -15,6 +15,7 @@ pub mod network;
 pub mod partition;
 pub mod state_file;
 pub mod state_machine;
+mod sync;
 
 pub use command::{Command, Response};
 pub use error::{CodecError, RaftStoreError};

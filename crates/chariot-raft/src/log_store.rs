@@ -19,7 +19,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chariot_log::{Log, LogConfig, Pending, RecordBatch};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::entry;
 use crate::error::{run_blocking, RaftStoreError};
 use crate::state_file::{sync_dir, StateFile};
+use crate::sync::{lock, read, write};
 use crate::{Entry, LogId, TypeConfig, Vote};
 
 /// Most bytes of entries a read returns beyond its first entry.
@@ -76,10 +77,6 @@ struct Completion {
     pendings: Vec<Pending>,
     last_index: u64,
     callback: IOFlushed<TypeConfig>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `raft-state`: the vote and the purged id, fsynced.
@@ -202,7 +199,7 @@ impl RaftLogStore {
     }
 
     fn log(&self) -> Arc<Log> {
-        Arc::clone(&self.inner.log.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&read(&self.inner.log))
     }
 
     async fn wait_for_appends(&self) {
@@ -236,10 +233,7 @@ impl RaftLogStore {
                 Ok(log)
             })
             .await?;
-        let previous = std::mem::replace(
-            &mut *self.inner.log.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(fresh),
-        );
+        let previous = std::mem::replace(&mut *write(&self.inner.log), Arc::new(fresh));
         let (dir, keep) = (self.inner.dir.clone(), log_dir(&self.inner.dir, first));
         self.blocking("remove", move || {
             drop(previous);

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chariot_log::{Log, LogConfig, RecordBatch};
 use futures_util::StreamExt;
@@ -31,6 +31,7 @@ use crate::command::{Command, Response};
 use crate::entry::split_by_bytes;
 use crate::error::{run_blocking, RaftStoreError};
 use crate::state_file::{sync_dir, StateFile};
+use crate::sync::{lock, read, write};
 use crate::{LogId, StoredMembership, TypeConfig};
 
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
@@ -184,10 +185,6 @@ struct State {
     saved: Checkpoint,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The checkpoint of a state machine's directory, or of a snapshot's.
 fn checkpoint_file(dir: &Path) -> StateFile {
     StateFile::new(dir, "checkpoint", true)
@@ -240,7 +237,7 @@ impl PartitionStateMachine {
     /// The partition log, for readers. A snapshot install replaces it: hold the `Arc`
     /// for one read, not for good.
     pub fn log(&self) -> Arc<Log> {
-        Arc::clone(&self.inner.log.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&read(&self.inner.log))
     }
 
     /// A consumer group's committed offset.
@@ -690,10 +687,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             install(&dir, config, &snapshot.dir, generation, &meta2)
         })
         .await?;
-        let previous = std::mem::replace(
-            &mut *self.inner.log.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(log),
-        );
+        let previous = std::mem::replace(&mut *write(&self.inner.log), Arc::new(log));
         {
             let mut st = lock(&self.inner.state);
             st.now = cp.clone();

@@ -48,6 +48,7 @@ use crate::network::{
     partition_config, Group, GroupId, GroupNetwork, Groups, PartitionRaft, Peers, Quarantine, Rest,
 };
 use crate::partition::{propose, Acks, RaftPartition};
+use crate::sync::lock;
 use crate::{PartitionStateMachine, RaftLogStore, Response};
 
 /// How long a create or delete waits for this node to fold it once committed.
@@ -283,9 +284,9 @@ impl Cluster {
         inner.fold_new().await;
         let weak = Arc::downgrade(&inner);
         let task = tokio::spawn(fold_loop(weak.clone(), inner.meta.raft.clone()));
-        *inner.fold.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *lock(&inner.fold) = Some(task);
         let task = tokio::spawn(quiesce::run(weak.clone()));
-        *inner.quiesce.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *lock(&inner.quiesce) = Some(task);
         broker.set_catalog(Arc::new(CatalogHandle(weak)));
         tracing::info!(
             node = inner.config.node_id,
@@ -410,7 +411,7 @@ impl Cluster {
     pub async fn shutdown(&self) {
         self.inner.groups.quiet().leave();
         for task in [&self.inner.quiesce, &self.inner.fold] {
-            let task = task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let task = lock(task).take();
             if let Some(t) = task {
                 t.abort();
                 let _ = t.await;

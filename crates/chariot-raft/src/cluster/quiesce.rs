@@ -14,6 +14,7 @@ use crate::network::rest::Quiet;
 use crate::network::server::CAMPAIGN_STAGGER;
 use crate::network::wire::{PingAnswer, RestAsk, RestRequest};
 use crate::network::{GroupId, Rest};
+use crate::sync::lock;
 
 /// How often peers are pinged and their liveness looked at.
 pub const PING_EVERY: Duration = Duration::from_millis(100);
@@ -168,10 +169,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The groups served here whose Raft stopped (their followers act on it only where

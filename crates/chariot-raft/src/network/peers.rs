@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -28,6 +28,7 @@ use super::wire::{self, Chunk, Frame, Kind, PingAnswer, RestRequest, SnapshotDon
 use super::GroupId;
 use crate::partition::{Proposal, Proposed, Refusal};
 use crate::state_machine::PartitionSnapshot;
+use crate::sync::lock;
 use crate::{TypeConfig, Vote};
 
 /// Bytes of a snapshot file sent per frame.
@@ -91,10 +92,6 @@ impl Conn {
         lock(&self.waiting).clear();
         self.closed.send_replace(true);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Peers {

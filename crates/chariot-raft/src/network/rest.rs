@@ -40,6 +40,7 @@ use openraft::async_runtime::WatchReceiver;
 
 use super::server::PartitionRaft;
 use super::GroupId;
+use crate::sync::{lock, read, write};
 
 /// Longest a follower woken alone holds its election while its leader answers pings
 /// (see the module documentation): ample for a ping and the heartbeat it brings.
@@ -60,18 +61,6 @@ pub struct Quiet {
     peers_leaving: RwLock<BTreeSet<u64>>,
     /// This node is shutting down.
     leaving: AtomicBool,
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Quiet {
@@ -226,7 +215,7 @@ impl Rest {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// The term and last index it rests at, if it does.

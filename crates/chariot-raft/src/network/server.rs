@@ -23,6 +23,7 @@ use super::wire::{self, Chunk, Frame, Kind, PingAnswer, RestRequest, SnapshotDon
 use super::GroupId;
 use crate::partition::{propose_local, Proposal, Proposed, Refusal};
 use crate::state_machine::{PartitionSnapshot, PartitionStateMachine};
+use crate::sync::{read, write};
 use crate::TypeConfig;
 
 /// A partition group's Raft handle.
@@ -104,21 +105,14 @@ impl Groups {
 
     /// Serves `group` under `id` (replacing any group with that id).
     pub fn insert(&self, id: GroupId, group: Group) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, group);
+        write(&self.map).insert(id, group);
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Stops serving group `id`; returns it.
     pub fn remove(&self, id: GroupId) -> Option<Group> {
-        let removed = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let removed = write(&self.map).remove(&id);
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         removed
@@ -137,20 +131,13 @@ impl Groups {
 
     /// The ids of the groups served here.
     pub fn ids(&self) -> Vec<GroupId> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        read(&self.map).keys().copied().collect()
     }
 
     /// The rest control of every group served here but `except` (one lock, no copies
     /// of the groups).
     pub fn rests(&self, except: GroupId) -> Vec<(GroupId, Arc<Rest>)> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.map)
             .iter()
             .filter(|(id, _)| **id != except)
             .map(|(id, g)| (*id, Arc::clone(&g.rest)))
@@ -159,24 +146,16 @@ impl Groups {
 
     /// Hands administration frames to `handler` from now on.
     pub fn set_admin(&self, handler: Weak<dyn AdminHandler>) {
-        *self.admin.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        *write(&self.admin) = Some(handler);
     }
 
     fn admin(&self) -> Option<Arc<dyn AdminHandler>> {
-        self.admin
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(Weak::upgrade)
+        read(&self.admin).as_ref().and_then(Weak::upgrade)
     }
 
     /// Group `id`, if served here.
     pub fn get(&self, id: GroupId) -> Option<Group> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        read(&self.map).get(&id).cloned()
     }
 }
 
