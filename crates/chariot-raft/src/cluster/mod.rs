@@ -1172,22 +1172,28 @@ impl Inner {
             return Err(BrokerError::LogExists(name.to_string()));
         }
         // A node just started may not know the metadata group's members yet.
-        let deadline = tokio::time::Instant::now() + crate::partition::LEADER_WAIT;
-        let members = loop {
-            let mut members = self.members();
-            members.retain(|id, _| !image.removed.contains(id));
-            if !members.is_empty() {
-                break members;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BrokerError::Busy(
-                    "this node does not know the cluster's members yet (it is starting); \
-                     try again"
-                        .into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let known = self
+            .meta
+            .raft
+            .wait(Some(crate::partition::LEADER_WAIT))
+            .metrics(
+                |m| {
+                    m.membership_config
+                        .membership()
+                        .nodes()
+                        .any(|(id, _)| !image.removed.contains(id))
+                },
+                "the cluster's members known",
+            )
+            .await;
+        if known.is_err() {
+            return Err(BrokerError::Busy(
+                "this node does not know the cluster's members yet (it is starting); try again"
+                    .into(),
+            ));
+        }
+        let mut members = self.members();
+        members.retain(|id, _| !image.removed.contains(id));
         let replicas = image::place(&members, partitions, image.next_group);
         let event = MetaEvent::CreateLog {
             name: name.to_string(),

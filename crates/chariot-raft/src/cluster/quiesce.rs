@@ -73,7 +73,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
             return;
         };
         let me = inner.config.node_id;
-        let quiet = Arc::clone(inner.groups.quiet());
+        let quiet = inner.groups.quiet();
         let nodes: Vec<u64> = inner
             .meta
             .raft
@@ -116,7 +116,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
             match alive.insert(peer, now) {
                 Some(true) if !now => {
                     tracing::info!(node = peer, leaving, "peer stopped answering");
-                    went_away(me, peer, &groups, &quiet, |_| true);
+                    went_away(me, peer, &groups, quiet, |_| true);
                 }
                 Some(false) if now => {
                     tracing::info!(node = peer, "peer answers again");
@@ -132,7 +132,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
             if now && stopped_seen.get(&peer) != Some(&stopped) {
                 if !stopped.is_empty() {
                     tracing::info!(node = peer, groups = ?stopped, "groups stopped on their leader");
-                    went_away(me, peer, &groups, &quiet, |id| stopped.contains(&id));
+                    went_away(me, peer, &groups, quiet, |id| stopped.contains(&id));
                 }
                 stopped_seen.insert(peer, stopped);
             }
@@ -151,11 +151,10 @@ pub(super) async fn run(inner: Weak<Inner>) {
             if let Some(mut done) = resting.take() {
                 seen = (&mut done.0).await.unwrap_or_default();
             }
-            let (inner, groups, quiet) =
-                (Arc::clone(&inner), Arc::clone(&groups), Arc::clone(&quiet));
+            let (inner, groups) = (Arc::clone(&inner), Arc::clone(&groups));
             let last = std::mem::take(&mut seen);
             resting = Some(AbortOnDrop(tokio::spawn(async move {
-                rest_idle(&inner, &groups, &quiet, last).await
+                rest_idle(&inner, &groups, last).await
             })));
         }
         round += 1;
@@ -203,7 +202,7 @@ fn went_away(
                 .membership_config
                 .membership()
                 .voter_ids()
-                .filter(|v| *v != peer && (*v == me || quiet.is_live(*v) && !quiet.is_leaving(*v)))
+                .filter(|v| *v != peer && (*v == me || quiet.is_up(*v)))
                 .collect();
             (m.current_leader, voters)
         };
@@ -316,10 +315,9 @@ fn idle(me: u64, g: &Rest, quiet: &Quiet, started: u64) -> Option<(Seen, Vec<u64
 async fn rest_idle(
     inner: &Inner,
     groups: &[(GroupId, Arc<Rest>)],
-    quiet: &Quiet,
     seen: HashMap<GroupId, Seen>,
 ) -> HashMap<GroupId, Seen> {
-    let me = inner.config.node_id;
+    let (me, quiet) = (inner.config.node_id, inner.groups.quiet());
     let mut asks: BTreeMap<u64, Vec<RestAsk>> = BTreeMap::new();
     let mut candidates: Vec<(GroupId, &Arc<Rest>, Seen, Vec<u64>)> = Vec::new();
     let mut looked = HashMap::new();

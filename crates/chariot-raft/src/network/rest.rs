@@ -82,14 +82,17 @@ impl Quiet {
 
     /// Records whether peer `node` said it shuts down.
     pub fn set_leaving(&self, node: u64, leaving: bool) {
-        if leaving != self.is_leaving(node) {
-            let mut l = write(&self.peers_leaving);
-            if leaving {
-                l.insert(node);
-            } else {
-                l.remove(&node);
-            }
+        let mut l = write(&self.peers_leaving);
+        if leaving {
+            l.insert(node);
+        } else {
+            l.remove(&node);
         }
+    }
+
+    /// Whether peer `node` answers and stays: one that may lead, or campaign.
+    pub fn is_up(&self, node: u64) -> bool {
+        self.is_live(node) && !self.is_leaving(node)
     }
 
     /// Forgets the peers not in `nodes`.
@@ -114,10 +117,7 @@ impl Quiet {
 
     /// Sets the groups served here whose Raft stopped.
     pub fn set_stopped(&self, groups: Vec<GroupId>) {
-        let mut s = write(&self.stopped);
-        if *s != groups {
-            *s = groups;
-        }
+        *write(&self.stopped) = groups;
     }
 
     /// The groups served here whose Raft stopped.
@@ -308,7 +308,7 @@ impl Rest {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         m.current_leader
-            .filter(|l| *l != m.id && self.quiet.is_live(*l) && !self.quiet.is_leaving(*l))
+            .filter(|l| *l != m.id && self.quiet.is_up(*l))
     }
 
     fn hold_if_leader_live(self: &Arc<Self>, s: &mut State) {
